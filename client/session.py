@@ -1,0 +1,248 @@
+"""Opening a session with the gateway: TLS, login, config.
+
+``open_session`` returns a logged-in ``GatewaySession`` whose ``link`` carries
+the tunnel streams. Every failure becomes a ``ClientError`` with one clear
+line: unreachable gateway, untrusted certificate (with its fingerprint),
+wrong password, throttling, or a gateway that does not speak the protocol.
+The token lives only in this object's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import json
+import ssl
+import urllib.parse
+
+from client.errors import (GatewayProtocolError, GatewayUnreachable, LoginFailed,
+                           SessionLost, TrustError, UsageError)
+from client.trust import Trust, fingerprint, untrusted_message
+from client.wire import mux as m
+from client.wire.link import Link, LinkClosed, Response
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayAddress:
+    """Where the gateway listens."""
+
+    host: str
+    """Host name or IP literal."""
+    port: int
+    """TCP port (443 by default)."""
+
+    @classmethod
+    def parse(cls, url: str) -> "GatewayAddress":
+        """Parse ``https://HOST[:PORT]`` (a bare ``HOST[:PORT]`` is accepted too)."""
+        if "://" not in url:
+            url = "https://" + url
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "https":
+            raise UsageError(f"gateway URL {url!r} must start with https://")
+        try:
+            port = parts.port or 443
+        except ValueError:
+            raise UsageError(f"gateway URL {url!r} has an invalid port") from None
+        if not parts.hostname:
+            raise UsageError(f"gateway URL {url!r} has no host")
+        return cls(host=parts.hostname, port=port)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientConfig:
+    """What the gateway told this client to set up."""
+
+    address: ipaddress.IPv4Interface | None
+    """The pool address for the TUN, when pools are on."""
+    include: tuple[ipaddress.IPv4Network, ...]
+    """Networks to send through the tunnel."""
+    exclude: tuple[ipaddress.IPv4Network, ...]
+    """Networks inside ``include`` to leave out."""
+    dns_servers: tuple[ipaddress.IPv4Address, ...]
+    """Resolvers for the search domains."""
+    dns_search: tuple[str, ...]
+    """Split-DNS domains."""
+    mtu: int
+    """MTU hint for the TUN."""
+    keepalive: float
+    """Seconds between PINGs."""
+    resources: tuple[str, ...]
+    """Names of what the user may reach (for display)."""
+    session: str
+    """The gateway's public id of this session."""
+
+    @classmethod
+    def from_json(cls, doc: object) -> "ClientConfig":
+        """Validate the gateway's config document."""
+        try:
+            if not isinstance(doc, dict):
+                raise TypeError("not an object")
+            address = doc.get("address")
+            dns = doc.get("dns") or {}
+            return cls(
+                address=ipaddress.IPv4Interface(address) if address else None,
+                include=tuple(ipaddress.IPv4Network(n) for n in doc.get("include", [])),
+                exclude=tuple(ipaddress.IPv4Network(n) for n in doc.get("exclude", [])),
+                dns_servers=tuple(ipaddress.IPv4Address(s) for s in dns.get("servers", [])),
+                dns_search=tuple(str(s) for s in dns.get("search", [])),
+                mtu=max(1280, min(65535, int(doc.get("mtu", 65000)))),
+                keepalive=max(1.0, float(doc.get("keepalive", 15.0))),
+                resources=tuple(str(r) for r in doc.get("resources", [])),
+                session=str(doc.get("session", "")),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise GatewayProtocolError(f"the gateway sent an invalid config: {exc}") from None
+
+
+class ClientLink(Link):
+    """A Link that enforces the certificate pin before sending anything."""
+
+    def __init__(self, trust: Trust) -> None:
+        super().__init__(m.Mux(client_side=True))
+        self.trust = trust
+        self.trust_error: TrustError | None = None
+        self.alpn: str | None = None
+
+    def connection_made(self, transport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.alpn = ssl_object.selected_alpn_protocol() if ssl_object else None
+        try:
+            self.trust.check_peer(ssl_object)
+        except TrustError as exc:
+            self.trust_error = exc
+            transport.abort()
+            self._finish(str(exc))
+            return
+        if self.alpn != "h2":
+            transport.abort()
+            self._finish("the server does not speak HTTP/2 (no ALPN h2)")
+            return
+        super().connection_made(transport)
+
+
+class GatewaySession:
+    """A logged-in session: the link plus the token and config."""
+
+    def __init__(self, gateway: GatewayAddress, link: ClientLink, token: str,
+                 config: ClientConfig) -> None:
+        self.gateway = gateway
+        self.link = link
+        self.config = config
+        self._token = token
+
+    def auth_header(self) -> tuple[str, str]:
+        """The header that every tunnel request carries."""
+        return ("authorization", f"Bearer {self._token}")
+
+    def connect_headers(self, authority: str) -> list[tuple[str, str]]:
+        """Headers of a plain CONNECT (RFC 9113 8.5) for a TCP flow."""
+        return [(":method", "CONNECT"), (":authority", authority), self.auth_header()]
+
+    async def logout(self) -> None:
+        """Tell the gateway the session is over, then close."""
+        if self.link.is_open:
+            try:
+                await self.link.request(self._api("DELETE", "/api/v1/session"), timeout=2.0)
+            except (LinkClosed, asyncio.TimeoutError, ConnectionError):
+                pass
+        self.link.close("logged out")
+
+    def _api(self, method: str, path: str) -> list[tuple[str, str]]:
+        return [(":method", method), (":scheme", "https"), (":authority", str(self.gateway)),
+                (":path", path), self.auth_header()]
+
+
+async def connect_link(gateway: GatewayAddress, trust: Trust, *, timeout: float = 10.0) -> ClientLink:
+    """Open the TLS connection; every failure is a ClientError."""
+    loop = asyncio.get_running_loop()
+    link = ClientLink(trust)
+    ctx = trust.ssl_context(gateway.host)
+    try:
+        await asyncio.wait_for(loop.create_connection(
+            lambda: link, gateway.host, gateway.port, ssl=ctx, server_hostname=gateway.host,
+            ssl_handshake_timeout=timeout), timeout)
+    except ssl.SSLCertVerificationError as exc:
+        seen = await _peek_fingerprint(gateway, timeout)
+        raise TrustError(untrusted_message(gateway.host, gateway.port,
+                                           exc.verify_message or str(exc), seen), seen) from None
+    except ssl.SSLError as exc:
+        raise GatewayUnreachable(f"TLS with the gateway at {gateway} failed: {exc.reason or exc}") from None
+    except asyncio.TimeoutError:
+        raise GatewayUnreachable(f"the gateway at {gateway} did not answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise GatewayUnreachable(f"cannot reach the gateway at {gateway}: "
+                                 f"{exc.strerror or exc}") from None
+    if link.trust_error is not None:
+        raise link.trust_error
+    if not link.is_open:
+        raise GatewayProtocolError(f"the gateway at {gateway}: {link.closed.result()}")
+    return link
+
+
+async def _peek_fingerprint(gateway: GatewayAddress, timeout: float) -> str | None:
+    """Fetch the certificate of an untrusted server only to show its fingerprint."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(
+            gateway.host, gateway.port, ssl=ctx, server_hostname=gateway.host), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return fingerprint(der) if der else None
+    finally:
+        writer.close()
+
+
+def _error_text(response: Response) -> str:
+    try:
+        return str(json.loads(response.body).get("error", ""))[:200]
+    except (ValueError, AttributeError):
+        return ""
+
+
+async def open_session(gateway: GatewayAddress, trust: Trust, username: str, password: str,
+                       *, timeout: float = 10.0) -> GatewaySession:
+    """TLS + login + config; returns a session ready for tunnel streams."""
+    link = await connect_link(gateway, trust, timeout=timeout)
+    try:
+        body = json.dumps({"username": username, "password": password}).encode()
+        base = [(":scheme", "https"), (":authority", str(gateway))]
+        try:
+            response = await link.request(
+                [(":method", "POST"), *base, (":path", "/api/v1/session"),
+                 ("content-type", "application/json")], body, timeout=timeout)
+        except (LinkClosed, asyncio.TimeoutError) as exc:
+            raise SessionLost(f"the gateway at {gateway} dropped the login: {exc}") from None
+        if response.status == 401:
+            raise LoginFailed("login failed: wrong user name or password")
+        if response.status == 429:
+            raise LoginFailed("login refused: too many failed attempts, try again later")
+        if response.status != 201:
+            raise LoginFailed(f"login failed: the gateway answered {response.status} "
+                              f"{_error_text(response)}".rstrip())
+        try:
+            token = str(json.loads(response.body)["token"])
+        except (ValueError, KeyError, TypeError):
+            raise GatewayProtocolError("the gateway's login answer has no token") from None
+        session = GatewaySession(gateway, link, token, ClientConfig.from_json({}))
+        try:
+            response = await link.request(session._api("GET", "/api/v1/config"), timeout=timeout)
+        except (LinkClosed, asyncio.TimeoutError) as exc:
+            raise SessionLost(f"the gateway at {gateway} dropped the session: {exc}") from None
+        if response.status != 200:
+            raise GatewayProtocolError(f"the gateway refused the config request ({response.status})")
+        try:
+            doc = json.loads(response.body)
+        except ValueError:
+            raise GatewayProtocolError("the gateway sent a config that is not JSON") from None
+        return GatewaySession(gateway, link, token, ClientConfig.from_json(doc))
+    except BaseException:
+        link.close("login failed")
+        raise

@@ -1,0 +1,178 @@
+"""The client's TCP path: reflector, local listener, one CONNECT stream per flow.
+
+Theory of operation: TCP packets read from the TUN go through the
+``Reflector``. The first SYN of a flow is held and becomes a CONNECT stream to
+the gateway. A 2xx answer releases the SYN into the kernel's own TCP stack
+(reflected to our listener); an error answer becomes the RST or ICMP error
+that the app would have got from the private server. When the kernel hands
+the reflected connection to our listener, the peer port names the flow, and a
+``StreamPipe`` moves bytes between that socket and the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import typing
+
+from client.reflector import FlowRequested, Reflector, Refusal
+from client.session import GatewaySession
+from client.wire.pipe import StreamPipe, reset_socket
+
+log = logging.getLogger(__name__)
+
+#: How long the client waits for the gateway's answer to a CONNECT.
+ANSWER_TIMEOUT = 20.0
+
+
+def refusal_for(status: int, proxy_status: str) -> Refusal:
+    """Map the gateway's error answer to what the app should see."""
+    if status == 403 or "destination_ip_prohibited" in proxy_status:
+        return Refusal.PROHIBITED
+    if "connection_refused" in proxy_status:
+        return Refusal.REFUSED
+    if "destination_ip_unroutable" in proxy_status:
+        return Refusal.NET_UNREACHABLE
+    if status in (401, 407):
+        return Refusal.PROHIBITED
+    return Refusal.HOST_UNREACHABLE
+
+
+class _Flow(StreamPipe):
+    """A StreamPipe that first waits for the gateway's answer."""
+
+    def __init__(self, path: "TcpPath", nat_port: int) -> None:
+        super().__init__(path.session.link, on_done=path._flow_done)
+        self.path = path
+        self.nat_port = nat_port
+        self.answered = False
+
+    def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
+        self.answered = True
+        self.path._answered(self, status, headers.get("proxy-status", ""))
+
+    def on_reset(self, error_code: int) -> None:
+        if not self.answered:
+            self.answered = True
+            self.path._refuse(self, Refusal.HOST_UNREACHABLE)
+            return
+        super().on_reset(error_code)
+
+
+class TcpPath:
+    """Carries the TCP flows of one session."""
+
+    def __init__(self, session: GatewaySession, reflector: Reflector, listener: socket.socket,
+                 tun_write: typing.Callable[[bytes], None]) -> None:
+        self.session = session
+        self.reflector = reflector
+        self._listener = listener
+        self._tun_write = tun_write
+        self._loop = asyncio.get_running_loop()
+        self._flows: dict[int, _Flow] = {}
+        self.flows_refused = 0
+        listener.setblocking(False)
+        self._loop.add_reader(listener.fileno(), self._accept)
+
+    @property
+    def open_flows(self) -> int:
+        """Flows with a stream to the gateway."""
+        return len(self._flows)
+
+    # -- packets from the TUN ----------------------------------------------------
+    def on_packet(self, packet: bytes, now: float) -> None:
+        """One TCP packet read from the TUN."""
+        out = self.reflector.from_tun(packet, now)
+        if out is not None:
+            self._tun_write(out)
+
+    def after_batch(self) -> None:
+        """Open streams for the SYNs seen in the last batch of packets."""
+        for event in self.reflector.pop_events():
+            if isinstance(event, FlowRequested):
+                self._open(event)
+
+    def _open(self, event: FlowRequested) -> None:
+        flow = _Flow(self, event.nat_port)
+        link = self.session.link
+        if not link.is_open:
+            self._refuse(flow, Refusal.HOST_UNREACHABLE)
+            return
+        stream_id = link.open(self.session.connect_headers(str(event.target)), flow)
+        flow.stream_id = stream_id
+        self._flows[event.nat_port] = flow
+        self._loop.call_later(ANSWER_TIMEOUT, self._answer_timeout, flow)
+
+    def _answer_timeout(self, flow: _Flow) -> None:
+        if not flow.answered:
+            flow.answered = True
+            self.session.link.reset(flow.stream_id)
+            self._refuse(flow, Refusal.HOST_UNREACHABLE)
+
+    def _answered(self, flow: _Flow, status: int, proxy_status: str) -> None:
+        if 200 <= status < 300:
+            syn = self.reflector.accept_flow(flow.nat_port, self._loop.time())
+            if syn is None:       # the app gave up meanwhile
+                flow.abort()
+                return
+            self._tun_write(syn)
+            return
+        self._refuse(flow, refusal_for(status, proxy_status))
+        log.info("flow to %s refused by the gateway: %d %s", flow.nat_port, status, proxy_status)
+
+    def _refuse(self, flow: _Flow, refusal: Refusal) -> None:
+        self.flows_refused += 1
+        self._flows.pop(flow.nat_port, None)
+        if flow.stream_id is not None:
+            self.session.link.unregister(flow.stream_id)
+        packet = self.reflector.refuse_flow(flow.nat_port, refusal)
+        if packet is not None:
+            self._tun_write(packet)
+
+    # -- the local listener --------------------------------------------------------
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, peer = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept on the reflection listener failed: %s", exc)
+                return
+            flow = self._flows.get(peer[1])
+            if flow is None or flow.transport is not None:
+                sock.close()
+                continue
+            self._loop.create_task(self._attach(flow, sock))
+
+    async def _attach(self, flow: _Flow, sock: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(lambda: flow, sock)
+        except OSError:
+            sock.close()
+            flow.abort()
+
+    def _flow_done(self, pipe: StreamPipe) -> None:
+        flow = typing.cast(_Flow, pipe)
+        if self._flows.get(flow.nat_port) is flow:
+            del self._flows[flow.nat_port]
+        self.reflector.release(flow.nat_port, self._loop.time())
+
+    # -- housekeeping ---------------------------------------------------------------
+    def expire(self, now: float) -> None:
+        """Forget idle flows (and reset their streams)."""
+        for nat_port in self.reflector.expire(now):
+            flow = self._flows.pop(nat_port, None)
+            if flow is not None:
+                flow.abort()
+
+    def close(self) -> None:
+        """Stop accepting and reset every flow."""
+        self._loop.remove_reader(self._listener.fileno())
+        for flow in list(self._flows.values()):
+            if flow.transport is not None:
+                reset_socket(flow.transport)
+            flow.abort()
+        self._flows.clear()
+        self._listener.close()

@@ -1,0 +1,300 @@
+"""Asyncio adapter that runs a ``Mux`` over a TLS connection.
+
+Theory of operation: ``Link`` is the ``asyncio.Protocol`` of the TLS
+transport. Bytes read go into the mux; each resulting event is dispatched to
+the ``StreamHandler`` registered for its stream (or, for new requests on the
+gateway side, to ``on_request``). Anything that produces output only marks the
+link dirty; one flush per event-loop iteration writes all pending frames at
+once, so many streams share one TLS write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import typing
+
+from client.wire import mux as m
+
+log = logging.getLogger(__name__)
+
+
+class StreamHandler(typing.Protocol):
+    """What a stream's owner receives from the link."""
+
+    def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None: ...
+    def on_data(self, data: bytes, flow_length: int) -> None: ...
+    def on_end(self) -> None: ...
+    def on_reset(self, error_code: int) -> None: ...
+    def on_writable(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Response:
+    """A complete (small) HTTP response, for the API requests."""
+
+    status: int
+    """The HTTP status code."""
+    headers: dict[str, str]
+    """Response headers."""
+    body: bytes
+    """The whole body."""
+
+
+class LinkClosed(ConnectionError):
+    """The TLS connection or the HTTP/2 session ended."""
+
+
+class _Collector:
+    """Collects one whole response with a bounded body."""
+
+    LIMIT = 1024 * 1024
+
+    def __init__(self, link: "Link", stream_id: int) -> None:
+        self._link, self._stream_id = link, stream_id
+        self.future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._status, self._headers, self._body = 0, {}, bytearray()
+
+    def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
+        self._status, self._headers = status, headers
+        if ended:
+            self.on_end()
+
+    def on_data(self, data: bytes, flow_length: int) -> None:
+        self._body += data
+        self._link.consumed(self._stream_id, flow_length)
+        if len(self._body) > self.LIMIT:
+            self._link.reset(self._stream_id)
+            self._fail(LinkClosed("response body too large"))
+
+    def on_end(self) -> None:
+        if not self.future.done():
+            self.future.set_result(Response(self._status, self._headers, bytes(self._body)))
+
+    def on_reset(self, error_code: int) -> None:
+        self._fail(LinkClosed(f"request reset by peer (HTTP/2 error {error_code})"))
+
+    def on_writable(self) -> None:
+        pass
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class Link(asyncio.Protocol):
+    """One HTTP/2 tunnel session over an asyncio TLS transport."""
+
+    def __init__(self, mux: m.Mux, *,
+                 on_request: typing.Callable[[m.RequestReceived], None] | None = None,
+                 on_closed: typing.Callable[[str], None] | None = None) -> None:
+        self.mux = mux
+        self._on_request = on_request
+        self._on_closed = on_closed
+        self._handlers: dict[int, StreamHandler] = {}
+        self._pings: dict[bytes, asyncio.Future[None]] = {}
+        self._transport: asyncio.Transport | None = None
+        self._flush_scheduled = False
+        self._loop = asyncio.get_event_loop()
+        self.closed: asyncio.Future[str] = self._loop.create_future()
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # -- asyncio.Protocol ---------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = typing.cast(asyncio.Transport, transport)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        for ev in self.mux.receive(data):
+            self._dispatch(ev)
+        self._flush()
+
+    def eof_received(self) -> bool:
+        self._finish("the connection was closed by the peer")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(f"the connection was lost: {exc}" if exc else "the connection was closed")
+
+    # -- API ------------------------------------------------------------------
+    def register(self, stream_id: int, handler: StreamHandler) -> None:
+        """Send this stream's events to ``handler``."""
+        self._handlers[stream_id] = handler
+
+    def unregister(self, stream_id: int) -> None:
+        """Stop delivering events for a stream."""
+        self._handlers.pop(stream_id, None)
+
+    def open(self, headers: list[tuple[str, str]], handler: StreamHandler, *, end: bool = False) -> int:
+        """Open a stream with a request and route its events to ``handler``."""
+        self._check_open()
+        stream_id = self.mux.request(headers, end=end)
+        self._handlers[stream_id] = handler
+        self._mark()
+        return stream_id
+
+    async def request(self, headers: list[tuple[str, str]], body: bytes = b"",
+                      timeout: float = 15.0) -> Response:
+        """Make one API request and wait for the whole response."""
+        self._check_open()
+        stream_id = self.mux.request(headers, end=not body)
+        collector = _Collector(self, stream_id)
+        self._handlers[stream_id] = collector
+        if body:
+            self.mux.send(stream_id, body)
+            self.mux.end(stream_id)
+        self._mark()
+        try:
+            return await asyncio.wait_for(collector.future, timeout)
+        finally:
+            self._handlers.pop(stream_id, None)
+
+    def respond(self, stream_id: int, status: int, headers: list[tuple[str, str]] = (),
+                *, body: bytes = b"") -> bool:
+        """Answer a request; with a body, the stream is ended after it.
+
+        Returns False when the stream or the session is already gone.
+        """
+        if self.closed.done():
+            return False
+        try:
+            if body:
+                self.mux.respond(stream_id, status, headers)
+                self.mux.send(stream_id, body)
+                self.mux.end(stream_id)
+            else:
+                self.mux.respond(stream_id, status, headers, end=status >= 300)
+        except m.StreamGone:
+            return False
+        self._mark()
+        return True
+
+    def send(self, stream_id: int, data: bytes) -> None:
+        """Queue payload on a stream."""
+        self.mux.send(stream_id, data)
+        self._mark()
+
+    def end(self, stream_id: int) -> None:
+        """Half-close a stream after its queued payload."""
+        self.mux.end(stream_id)
+        self._mark()
+
+    def reset(self, stream_id: int) -> None:
+        """Abort a stream and forget its handler."""
+        self._handlers.pop(stream_id, None)
+        self.mux.reset(stream_id)
+        self._mark()
+
+    def consumed(self, stream_id: int, flow_length: int) -> None:
+        """Credit received payload back to the peer."""
+        self.mux.consumed(stream_id, flow_length)
+        self._mark()
+
+    def buffered(self, stream_id: int) -> int:
+        """Payload queued on a stream waiting for window."""
+        return self.mux.buffered(stream_id)
+
+    async def ping(self, timeout: float) -> float:
+        """Send a PING and return the round-trip time; raises TimeoutError."""
+        self._check_open()
+        payload = os.urandom(8)
+        fut = self._loop.create_future()
+        self._pings[payload] = fut
+        start = self._loop.time()
+        self.mux.ping(payload)
+        self._mark()
+        try:
+            await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pings.pop(payload, None)
+        return self._loop.time() - start
+
+    def close(self, reason: str = "closed") -> None:
+        """Send GOAWAY and close the TLS connection."""
+        if self._transport is not None and not self._transport.is_closing():
+            self.mux.close()
+            self._flush()
+            self._transport.close()
+        self._finish(reason)
+
+    @property
+    def is_open(self) -> bool:
+        """False once the session ended for any reason."""
+        return not self.closed.done()
+
+    # -- internals --------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.closed.done():
+            raise LinkClosed(self.closed.result())
+
+    def _dispatch(self, ev: m.Event) -> None:
+        if isinstance(ev, m.DataReceived):
+            handler = self._handlers.get(ev.stream_id)
+            if handler is None:
+                self.mux.consumed(ev.stream_id, ev.flow_length)
+                self.mux.reset(ev.stream_id)
+            else:
+                handler.on_data(ev.data, ev.flow_length)
+        elif isinstance(ev, m.StreamWritable):
+            handler = self._handlers.get(ev.stream_id)
+            if handler is not None:
+                handler.on_writable()
+        elif isinstance(ev, m.ResponseReceived):
+            handler = self._handlers.get(ev.stream_id)
+            if handler is not None:
+                handler.on_response(ev.status, ev.headers, ev.ended)
+        elif isinstance(ev, m.StreamEnded):
+            handler = self._handlers.get(ev.stream_id)
+            if handler is not None:
+                handler.on_end()
+        elif isinstance(ev, m.StreamReset):
+            handler = self._handlers.pop(ev.stream_id, None)
+            if handler is not None:
+                handler.on_reset(ev.error_code)
+        elif isinstance(ev, m.RequestReceived):
+            if self._on_request is None:
+                self.mux.reset(ev.stream_id, 7)  # REFUSED_STREAM
+            else:
+                self._on_request(ev)
+        elif isinstance(ev, m.PingAnswered):
+            fut = self._pings.get(ev.payload)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif isinstance(ev, m.ConnectionEnded):
+            self._flush()
+            if self._transport is not None:
+                self._transport.close()
+            self._finish(ev.reason)
+
+    def _mark(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = self.mux.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self.bytes_out += len(data)
+            self._transport.write(data)
+
+    def _finish(self, reason: str) -> None:
+        if self.closed.done():
+            return
+        log.debug("link closed: %s", reason)
+        self.closed.set_result(reason)
+        for fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(LinkClosed(reason))
+        handlers, self._handlers = self._handlers, {}
+        for handler in handlers.values():
+            try:
+                handler.on_reset(-1)
+            except Exception:  # one broken handler must not keep the others open
+                log.exception("stream handler failed while closing")
+        if self._on_closed is not None:
+            self._on_closed(reason)

@@ -1,0 +1,171 @@
+"""Bridge between one local TCP socket and one tunnel stream.
+
+Used on both ends: the client pipes the locally accepted (reflected) socket
+into its CONNECT stream, the gateway pipes its connection to the intranet
+host into the same stream. Backpressure is end to end: when the stream's
+queue is over ``HIGH`` the socket stops being read; when the socket's write
+buffer is full the peer's payload is not credited back, so the peer's window
+closes and it stops sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+import typing
+
+from client.wire.link import Link
+
+log = logging.getLogger(__name__)
+
+HIGH = 1024 * 1024
+
+
+class StreamPipe(asyncio.Protocol):
+    """Moves bytes between a socket transport and a stream, both ways.
+
+    The stream may deliver data before the socket exists (a server that
+    speaks first); it is kept, uncredited, until the socket is attached.
+    """
+
+    def __init__(self, link: Link, stream_id: int | None = None, *,
+                 on_done: typing.Callable[["StreamPipe"], None] | None = None) -> None:
+        self.link = link
+        self.stream_id = stream_id
+        self.transport: asyncio.Transport | None = None
+        self.bytes_up = 0      # socket -> stream
+        self.bytes_down = 0    # stream -> socket
+        self.started = time.monotonic()
+        self.error: str | None = None
+        self._on_done = on_done
+        self._early: list[tuple[bytes, int]] = []
+        self._unacked = 0
+        self._write_paused = False
+        self._read_paused = False
+        self._local_eof = False
+        self._remote_eof = False
+        self._done = False
+
+    def attach_stream(self, stream_id: int) -> None:
+        """Bind to a stream and start receiving its events."""
+        self.stream_id = stream_id
+        self.link.register(stream_id, self)
+
+    # -- socket side (asyncio.Protocol) ---------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = typing.cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=HIGH)
+        early, self._early = self._early, []
+        for data, flow_length in early:
+            self.on_data(data, flow_length)
+        if self._remote_eof:
+            self._remote_eof = False
+            self.on_end()
+        if self._done:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_up += len(data)
+        sid = self.stream_id
+        self.link.send(sid, data)
+        if self.link.buffered(sid) > HIGH and not self._read_paused:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._local_eof = True
+        if self.link.is_open:
+            self.link.end(self.stream_id)
+        if self._remote_eof:
+            self._finish()
+            return False
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._done:
+            return
+        if exc is not None:
+            self.error = str(exc)
+        clean = exc is None and self._local_eof and self._remote_eof
+        if not clean and self.stream_id is not None and self.link.is_open:
+            self.link.reset(self.stream_id)
+        self._finish()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._unacked:
+            n, self._unacked = self._unacked, 0
+            self.link.consumed(self.stream_id, n)
+
+    # -- stream side (StreamHandler) --------------------------------------------
+    def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
+        pass
+
+    def on_data(self, data: bytes, flow_length: int) -> None:
+        if self.transport is None:
+            self._early.append((data, flow_length))
+            return
+        if self.transport.is_closing():
+            self.link.consumed(self.stream_id, flow_length)
+            return
+        self.bytes_down += len(data)
+        self.transport.write(data)
+        if self._write_paused:
+            self._unacked += flow_length
+        else:
+            self.link.consumed(self.stream_id, flow_length)
+
+    def on_end(self) -> None:
+        if self.transport is None:
+            self._remote_eof = True
+            return
+        self._remote_eof = True
+        if self._local_eof:
+            self.transport.close()
+            self._finish()
+        elif not self.transport.is_closing():
+            self.transport.write_eof()
+
+    def on_reset(self, error_code: int) -> None:
+        if self.transport is not None:
+            reset_socket(self.transport)
+        self._finish()
+
+    def on_writable(self) -> None:
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        """Tear both sides down: RST on the socket, RST_STREAM on the stream."""
+        if self.stream_id is not None and self.link.is_open:
+            self.link.reset(self.stream_id)
+        if self.transport is not None:
+            reset_socket(self.transport)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self.stream_id is not None:
+            self.link.unregister(self.stream_id)
+        if self._on_done is not None:
+            self._on_done(self)
+
+
+def reset_socket(transport: asyncio.BaseTransport) -> None:
+    """Close a TCP transport with RST instead of FIN (SO_LINGER 0)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()

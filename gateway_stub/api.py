@@ -1,0 +1,227 @@
+"""The gateway's request logic, without I/O.
+
+Theory of operation: the server hands every HTTP/2 request to ``GatewayApi``
+with the time and the peer's address. Login checks the throttle first, then
+the scrypt hash (the caller runs ``verify_login`` off the event loop, it is
+slow on purpose), then leases a pool address and issues a random session
+token that lives only in memory. Config and tunnel requests carry the token
+as ``authorization: Bearer``; a tunnel request is answered with a
+``ConnectDecision`` that says whether to open the real connection, so the
+policy check happens before a single packet goes to the intranet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import secrets
+
+from gateway_stub.config import GatewayConfig, UserConfig
+from gateway_stub.limits import LoginThrottle
+from gateway_stub.passwords import verify_password_or_dummy
+from gateway_stub.policy import Policy
+from gateway_stub.pool import AddressPool, PoolExhausted
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiResponse:
+    """An answer to an API request."""
+
+    status: int
+    """HTTP status."""
+    body: dict
+    """JSON body."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra headers."""
+
+    def encoded(self) -> bytes:
+        """The body as JSON bytes."""
+        return json.dumps(self.body, sort_keys=True).encode()
+
+
+@dataclasses.dataclass
+class Session:
+    """One logged-in user."""
+
+    id: str
+    """Short public id, used in logs and the audit (never the token)."""
+    user: UserConfig
+    """Who logged in."""
+    source: str
+    """The client's address at login."""
+    address: ipaddress.IPv4Interface | None
+    """The pool lease, if pools are on."""
+    created: float
+    """Login time."""
+    last_used: float
+    """Last request time."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectDecision:
+    """What to do with a tunnel request."""
+
+    allowed: bool
+    """Open the real connection."""
+    status: int
+    """HTTP status to answer with when not allowed."""
+    proxy_status: str
+    """RFC 9209 error token when not allowed (empty when allowed)."""
+    reason: str
+    """Why, for the audit log."""
+    session: Session | None = None
+    """The session, when the token was valid."""
+    host: ipaddress.IPv4Address | None = None
+    """Target address, when the authority parsed."""
+    port: int | None = None
+    """Target port (None for ICMP)."""
+
+
+def proxy_status_header(error: str, detail: str = "") -> tuple[str, str]:
+    """An RFC 9209 Proxy-Status header naming this gateway."""
+    value = f"tunnelgate; error={error}"
+    if detail:
+        value += f'; details="{detail}"'
+    return ("proxy-status", value)
+
+
+def parse_authority(authority: str) -> tuple[ipaddress.IPv4Address, int]:
+    """Parse ``a.b.c.d:port``; raises ValueError with a clear message."""
+    host, sep, port_text = authority.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"authority {authority[:80]!r} is not host:port")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"authority {authority[:80]!r} has no valid port")
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"authority {authority[:80]!r} is not an IPv4 address") from None
+    return address, int(port_text)
+
+
+class GatewayApi:
+    """Sessions, login, config and tunnel authorization."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.policy = Policy(config)
+        self.pool = AddressPool(config.pool) if config.pool is not None else None
+        limits = config.server
+        self.throttle = LoginThrottle(limits.login_attempts_per_user,
+                                      limits.login_attempts_per_source, limits.login_window)
+        self._users = {u.name: u for u in config.users}
+        self._sessions: dict[str, Session] = {}   # token -> session
+
+    # -- login ------------------------------------------------------------------
+    def parse_login(self, body: bytes) -> tuple[str, str] | ApiResponse:
+        """Extract (username, password) from a login body, or an error answer."""
+        try:
+            doc = json.loads(body)
+            username, password = doc["username"], doc["password"]
+            if not isinstance(username, str) or not isinstance(password, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return ApiResponse(400, {"error": "login needs a JSON object with username and password"})
+        if len(username) > 256 or len(password) > 1024:
+            return ApiResponse(400, {"error": "username or password too long"})
+        return username, password
+
+    def throttled(self, username: str, source: str, now: float) -> ApiResponse | None:
+        """An answer when this user or source has failed too often lately."""
+        if self.throttle.allowed(username, source, now):
+            return None
+        return ApiResponse(429, {"error": "too many failed login attempts; try again later"},
+                           headers=(("retry-after", str(int(self.config.server.login_window))),))
+
+    def verify_login(self, username: str, password: str) -> bool:
+        """Slow (scrypt): run off the event loop. Unknown users cost the same."""
+        user = self._users.get(username)
+        return verify_password_or_dummy(password, user.password_hash if user else None)
+
+    def finish_login(self, username: str, ok: bool, source: str, now: float) -> tuple[ApiResponse, Session | None]:
+        """Record the result of ``verify_login`` and issue a session."""
+        if not ok:
+            self.throttle.record_failure(username, source, now)
+            return ApiResponse(401, {"error": "invalid username or password"}), None
+        self.throttle.record_success(username, source)
+        user = self._users[username]
+        mine = [t for t, s in self._sessions.items() if s.user.name == username]
+        if len(mine) >= self.config.server.max_sessions_per_user:
+            # The oldest session makes room: a user who reconnects from a new
+            # network must not be locked out by their own stale sessions.
+            oldest = min(mine, key=lambda t: self._sessions[t].last_used)
+            self.logout(oldest)
+        token = secrets.token_urlsafe(32)
+        session_id = secrets.token_hex(4)
+        address = None
+        if self.pool is not None:
+            try:
+                address = self.pool.lease(session_id)
+            except PoolExhausted:
+                return ApiResponse(503, {"error": "the gateway's address pool is exhausted"}), None
+        session = Session(id=session_id, user=user, source=source, address=address,
+                          created=now, last_used=now)
+        self._sessions[token] = session
+        return ApiResponse(201, {"token": token, "session": session_id}), session
+
+    def logout(self, token: str) -> Session | None:
+        """End a session and release its lease."""
+        session = self._sessions.pop(token, None)
+        if session is not None and self.pool is not None:
+            self.pool.release(session.id)
+        return session
+
+    def session_for(self, headers: dict[str, str], now: float) -> Session | None:
+        """The session whose token the request carries, if any."""
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return None
+        session = self._sessions.get(auth[7:])
+        if session is not None:
+            session.last_used = now
+        return session
+
+    def token_of(self, headers: dict[str, str]) -> str:
+        """The bearer token a request carries ('' if none)."""
+        auth = headers.get("authorization", "")
+        return auth[7:] if auth.startswith("Bearer ") else ""
+
+    # -- config -------------------------------------------------------------------
+    def client_config(self, session: Session) -> ApiResponse:
+        """What the client should set up for this user."""
+        server = self.config.server
+        body = {
+            "address": str(session.address) if session.address else None,
+            "include": [str(n) for n in self.policy.networks_for(session.user)],
+            "exclude": [],
+            "dns": {"servers": [str(s) for s in self.config.dns.servers],
+                    "search": list(self.config.dns.search)},
+            "mtu": server.mtu,
+            "keepalive": server.keepalive,
+            "session_idle_timeout": server.session_idle_timeout,
+            "resources": list(self.policy.resources_for(session.user)),
+            "user": session.user.name,
+            "session": session.id,
+        }
+        return ApiResponse(200, body)
+
+    # -- tunnels --------------------------------------------------------------------
+    def authorize_connect(self, headers: dict[str, str], protocol: str, now: float) -> ConnectDecision:
+        """Check a CONNECT request: token, authority, policy."""
+        session = self.session_for(headers, now)
+        if session is None:
+            return ConnectDecision(False, 407, "http_request_denied", "no valid session token")
+        try:
+            host, port = parse_authority(headers.get(":authority", ""))
+        except ValueError as exc:
+            return ConnectDecision(False, 400, "http_request_error", str(exc), session)
+        verdict = self.policy.check(session.user, protocol, host, port)
+        if not verdict.allowed:
+            return ConnectDecision(False, 403, "destination_ip_prohibited", verdict.reason,
+                                   session, host, port)
+        return ConnectDecision(True, 200, "", verdict.reason, session, host, port)
+
+    def sessions(self) -> list[Session]:
+        """Live sessions (for status and tests)."""
+        return list(self._sessions.values())

@@ -1,0 +1,276 @@
+"""The gateway's network side: TLS 1.3 + HTTP/2, API requests and TCP flows.
+
+Theory of operation: every accepted TLS connection (ALPN must be h2) gets a
+``Link``. Requests on it go to ``GatewayApi`` for the decision; for an allowed
+CONNECT the gateway opens its own connection to the intranet target and only
+then answers 200, piping bytes between that connection and the stream
+(reverse NAT: the intranet host sees the gateway). A refused, unreachable or
+denied target gets an error status with an RFC 9209 ``proxy-status``. Every
+flow is written to the audit log when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import ssl
+import time
+
+from client.wire import mux as m
+from client.wire.link import Link
+from client.wire.pipe import StreamPipe
+from client.wire.runloop import run_loop
+from gateway_stub.api import ApiResponse, ConnectDecision, GatewayApi, Session, proxy_status_header
+from gateway_stub.audit import AuditLog, AuditRecord
+from gateway_stub.config import GatewayConfig
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+
+
+class _Body:
+    """Collects a small request body, then calls back."""
+
+    def __init__(self, link: Link, stream_id: int, done) -> None:
+        self._link, self._stream_id, self._done = link, stream_id, done
+        self._data = bytearray()
+
+    def on_response(self, status, headers, ended) -> None:
+        pass
+
+    def on_data(self, data: bytes, flow_length: int) -> None:
+        self._data += data
+        self._link.consumed(self._stream_id, flow_length)
+        if len(self._data) > MAX_BODY:
+            self._link.unregister(self._stream_id)
+            self._link.respond(self._stream_id, 413, body=b'{"error": "request body too large"}')
+
+    def on_end(self) -> None:
+        self._link.unregister(self._stream_id)
+        self._done(bytes(self._data))
+
+    def on_reset(self, error_code: int) -> None:
+        pass
+
+    def on_writable(self) -> None:
+        pass
+
+
+class GatewayConnection(Link):
+    """One client's TLS connection."""
+
+    def __init__(self, gateway: "Gateway") -> None:
+        self.gateway = gateway
+        limits = gateway.config.server
+        super().__init__(m.Mux(client_side=False,
+                               max_concurrent_streams=limits.max_streams_per_session,
+                               max_header_list_size=limits.max_header_bytes),
+                         on_request=self._on_request)
+        self.peer = "?"
+        self.last_rx = time.monotonic()
+        self._watchdog: asyncio.Task | None = None
+        self._pipes: set[StreamPipe] = set()
+
+    def connection_made(self, transport) -> None:
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else "?"
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+            log.info("closing connection from %s: the client did not negotiate h2", self.peer)
+            transport.close()
+            self._finish("client did not negotiate h2")
+            return
+        super().connection_made(transport)
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        super().data_received(data)
+
+    def connection_lost(self, exc) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        super().connection_lost(exc)
+
+    async def _watch(self) -> None:
+        idle = self.gateway.config.server.session_idle_timeout
+        while self.is_open:
+            await asyncio.sleep(min(idle / 4, 15.0))
+            if time.monotonic() - self.last_rx > idle:
+                log.info("closing idle connection from %s", self.peer)
+                self.close("idle")
+
+    # -- requests -------------------------------------------------------------
+    def _on_request(self, ev: m.RequestReceived) -> None:
+        h = ev.headers
+        method, path = h.get(":method", ""), h.get(":path", "")
+        api = self.gateway.api
+        now = time.monotonic()
+        if method == "CONNECT":
+            protocol = h.get(":protocol")
+            if protocol is None:
+                self._connect_tcp(ev.stream_id, api.authorize_connect(h, "tcp", now))
+            else:
+                self.respond(ev.stream_id, 501, [proxy_status_header("http_request_error",
+                                                                     "unsupported protocol")])
+        elif method == "POST" and path == "/api/v1/session":
+            if ev.ended:
+                self._answer(ev.stream_id, ApiResponse(400, {"error": "login needs a body"}))
+            else:
+                self.register(ev.stream_id, _Body(self, ev.stream_id,
+                                                  lambda body: self._login(ev.stream_id, body)))
+        elif method == "GET" and path == "/api/v1/config":
+            session = api.session_for(h, now)
+            if session is None:
+                self._answer(ev.stream_id, ApiResponse(401, {"error": "not logged in"}))
+            else:
+                self._answer(ev.stream_id, api.client_config(session))
+        elif method == "DELETE" and path == "/api/v1/session":
+            session = api.logout(api.token_of(h))
+            if session is not None:
+                log.info("session %s of %s logged out", session.id, session.user.name)
+            self.respond(ev.stream_id, 204, end_stream_headers())
+        else:
+            self._answer(ev.stream_id, ApiResponse(404, {"error": "no such resource"}))
+
+    def _answer(self, stream_id: int, response: ApiResponse) -> None:
+        headers = [("content-type", "application/json"), *response.headers]
+        self.respond(stream_id, response.status, headers, body=response.encoded())
+
+    def _login(self, stream_id: int, body: bytes) -> None:
+        asyncio.get_running_loop().create_task(self._login_task(stream_id, body))
+
+    async def _login_task(self, stream_id: int, body: bytes) -> None:
+        api = self.gateway.api
+        parsed = api.parse_login(body)
+        if isinstance(parsed, ApiResponse):
+            self._answer(stream_id, parsed)
+            return
+        username, password = parsed
+        refusal = api.throttled(username, self.peer, time.monotonic())
+        if refusal is not None:
+            log.warning("login for %r from %s refused: throttled", username[:64], self.peer)
+            self._answer(stream_id, refusal)
+            return
+        ok = await asyncio.to_thread(api.verify_login, username, password)
+        response, session = api.finish_login(username, ok, self.peer, time.monotonic())
+        if session is None:
+            log.warning("login for %r from %s failed (%d)", username[:64], self.peer, response.status)
+        else:
+            log.info("session %s: %s logged in from %s (address %s)", session.id,
+                     username, self.peer, session.address)
+        self._answer(stream_id, response)
+
+    # -- TCP flows ------------------------------------------------------------
+    def _connect_tcp(self, stream_id: int, decision: ConnectDecision) -> None:
+        target = f"{decision.host}:{decision.port}" if decision.host else "-"
+        if not decision.allowed:
+            self._audit(decision.session, "tcp", target, "deny", decision.reason, 0, 0, 0.0)
+            self.respond(stream_id, decision.status,
+                         [proxy_status_header(decision.proxy_status, decision.reason[:200])])
+            return
+        asyncio.get_running_loop().create_task(self._open_tcp(stream_id, decision, target))
+
+    async def _open_tcp(self, stream_id: int, decision: ConnectDecision, target: str) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        session = decision.session
+
+        def done(pipe: StreamPipe) -> None:
+            self._pipes.discard(pipe)
+            self._audit(session, "tcp", target, "allow", pipe.error or "closed",
+                        pipe.bytes_down, pipe.bytes_up, time.monotonic() - started)
+
+        pipe = StreamPipe(self, stream_id, on_done=done)
+        timeout = self.gateway.config.server.connect_timeout
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: pipe, str(decision.host), decision.port), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            status, error = connect_failure(exc)
+            self._audit(session, "tcp", target, "fail", error, 0, 0, time.monotonic() - started)
+            self.respond(stream_id, status, [proxy_status_header(error)])
+            return
+        if not self.respond(stream_id, 200):
+            pipe.abort()
+            return
+        self._pipes.add(pipe)
+        pipe.attach_stream(stream_id)
+
+    def _audit(self, session: Session | None, protocol: str, target: str, verdict: str,
+               reason: str, up: int, down: int, duration: float) -> None:
+        self.gateway.audit.write(AuditRecord(
+            time=time.time(), session_id=session.id if session else "-",
+            user=session.user.name if session else "-", source=self.peer, protocol=protocol,
+            target=target, verdict=verdict, reason=reason, bytes_up=up, bytes_down=down,
+            duration=round(duration, 3)))
+
+
+def end_stream_headers() -> list[tuple[str, str]]:
+    """Headers for an empty answer."""
+    return [("content-length", "0")]
+
+
+def connect_failure(exc: BaseException) -> tuple[int, str]:
+    """Map a failed connect to an HTTP status and an RFC 9209 error."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return 504, "connection_timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return 502, "connection_refused"
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                                  errno.EADDRNOTAVAIL):
+        return 502, "destination_ip_unroutable"
+    return 502, "destination_unavailable"
+
+
+class Gateway:
+    """The listening gateway."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.api = GatewayApi(config)
+        self.audit = AuditLog(config.server.audit_log)
+        self._server: asyncio.base_events.Server | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS 1.3 only, ALPN h2."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(self.config.server.certificate, self.config.server.private_key)
+        ctx.set_alpn_protocols(["h2"])
+        return ctx
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Start listening; returns the bound addresses."""
+        host, port = self.config.server.listen_host, self.config.server.listen_port
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: GatewayConnection(self), host or None, port, ssl=self.ssl_context(),
+            ssl_handshake_timeout=10.0, reuse_address=True, backlog=1024)
+        return [s.getsockname()[:2] for s in self._server.sockets]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set."""
+        for addr in await self.start():
+            log.info("gateway listening on %s:%d", *addr)
+        try:
+            await stop.wait()
+        finally:
+            self._server.close()
+
+
+def serve(config: GatewayConfig) -> int:
+    """Run the gateway until SIGINT/SIGTERM; returns the exit status."""
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Gateway(config).run(stop)
+
+    run_loop(main())
+    return 0
+

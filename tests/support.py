@@ -1,0 +1,75 @@
+"""Builds both ends of a conversation for tests: certificates, a gateway
+config file, and an in-process gateway on loopback."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+from gateway_stub.certs import CertFiles, make_self_signed
+from gateway_stub.passwords import hash_password
+
+#: Cheap scrypt parameters keep the tests fast; the format is the real one.
+_FAST = dict(n=2, r=1, p=1)
+
+PASSWORDS = {"alice": "correct horse battery", "bob": "bob's secret"}
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewaySetup:
+    """Files of a test gateway."""
+
+    config: pathlib.Path
+    """The TOML config."""
+    certs: CertFiles
+    """CA, certificate and key."""
+
+
+def write_gateway(tmp: pathlib.Path, *, listen: str, hosts: list[str], pool: str | None = "10.200.0.0/24",
+                  allowed_networks: list[str], denied_networks: list[str] = (),
+                  extra_server: str = "", tcp_ports: list[str] | None = None) -> GatewaySetup:
+    """Write certs and a config: alice (group staff) may reach ``allowed_networks``
+    over tcp (optionally limited to ``tcp_ports``); ``denied_networks`` is a
+    resource nobody is allowed; bob has no policy at all."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    certs = make_self_signed(tmp, hosts)
+    ports = "" if tcp_ports is None else f"ports = {list(tcp_ports)!r}\n".replace("'", '"')
+    denied = ""
+    if denied_networks:
+        denied = ("[[resource]]\nname = \"secret\"\n"
+                  f"networks = {list(denied_networks)!r}\n".replace("'", '"') +
+                  "protocols = [\"tcp\", \"udp\", \"icmp\"]\n\n")
+    text = f"""
+[server]
+listen = "{listen}"
+certificate = "{certs.certificate.name}"
+private_key = "{certs.private_key.name}"
+audit_log = "audit.log"
+{extra_server}
+
+{"[pool]" if pool else ""}
+{f'network = "{pool}"' if pool else ""}
+
+[[user]]
+name = "alice"
+password = "{hash_password(PASSWORDS['alice'], **_FAST)}"
+groups = ["staff"]
+
+[[user]]
+name = "bob"
+password = "{hash_password(PASSWORDS['bob'], **_FAST)}"
+groups = ["visitors"]
+
+[[resource]]
+name = "intranet"
+networks = {list(allowed_networks)!r}
+protocols = ["tcp", "udp", "icmp"]
+{ports}
+{denied}
+[[policy]]
+groups = ["staff"]
+allow = ["intranet"]
+""".replace("networks = ['", 'networks = ["').replace("', '", '", "').replace("']", '"]')
+    config = tmp / "gateway.toml"
+    config.write_text(text)
+    return GatewaySetup(config=config, certs=certs)
