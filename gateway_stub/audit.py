@@ -1,0 +1,112 @@
+"""Audit log: one JSON line per tunnel flow or login attempt.
+
+Each record says who (session, user, source address) tried to reach what
+(protocol, target), the verdict and why, and for finished flows the bytes moved
+and how long it lasted. Lines are JSON with sorted keys, so they are stable to
+diff and easy to query (``jq``); ``json`` escapes control characters, so no
+field can forge a second line.
+
+Records carry no password, token or one-time code field. ``reason`` is free
+text: callers must build it from policy and network outcomes only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+
+VERDICTS = ("allow", "deny", "fail")
+_logger = logging.getLogger("gateway_stub.audit")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditRecord:
+    """One audited event."""
+
+    time: float
+    """When it happened, seconds since the Unix epoch."""
+    session_id: str
+    """Session the event belongs to ("" before a session exists)."""
+    user: str
+    """User name (as claimed, for failed logins)."""
+    source: str
+    """Client address, "host:port"."""
+    protocol: str
+    """tcp, udp, icmp, or login."""
+    target: str
+    """Destination "host:port" (just "host" for icmp; "" for logins)."""
+    verdict: str
+    """allow, deny (policy said no) or fail (allowed, but it did not work)."""
+    reason: str
+    """Why, in words."""
+    bytes_up: int = 0
+    """Bytes sent from the client towards the target."""
+    bytes_down: int = 0
+    """Bytes sent from the target back to the client."""
+    duration: float = 0.0
+    """Seconds the flow lasted."""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, not {self.verdict!r}")
+
+
+def format_audit(record: AuditRecord) -> str:
+    """The record as one line of JSON with sorted keys (no trailing newline).
+
+    ``time`` is written as an RFC 3339 UTC timestamp with milliseconds.
+    """
+    fields = dataclasses.asdict(record)
+    fields["time"] = (
+        datetime.fromtimestamp(record.time, tz=timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+    fields["duration"] = round(record.duration, 3)
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+class AuditLog:
+    """Appends audit lines to a file, or to the "gateway_stub.audit" logger.
+
+    The file is opened once in append mode (created 0640) and flushed after
+    every line, so a crash loses at most the line being written.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._file = None
+        if path is not None:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            self._file = os.fdopen(fd, "a", encoding="utf-8")
+
+    def write(self, record: AuditRecord) -> None:
+        """Record one event."""
+        line = format_audit(record)
+        if self._file is None:
+            _logger.info("%s", line)
+            return
+        self._file.write(line + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file, if there is one."""
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

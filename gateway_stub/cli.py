@@ -1,0 +1,146 @@
+"""``tunnelgate-gateway``: run the gateway and the tools that set it up.
+
+    tunnelgate-gateway --config FILE          run the gateway (same as ``run``)
+    tunnelgate-gateway run --config FILE
+    tunnelgate-gateway check-config --config FILE
+    tunnelgate-gateway hash-password          password on stdin, hash on stdout
+    tunnelgate-gateway make-cert --out DIR --host H [--host H ...]
+
+Errors the operator can fix print one line, ``tunnelgate-gateway: <message>``,
+on stderr: exit status 2 for a bad config or bad arguments, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from pathlib import Path
+
+from gateway_stub.certs import fingerprint_sha256, make_self_signed
+from gateway_stub.config import GatewayConfig, load_config
+from gateway_stub.errors import ConfigError
+from gateway_stub.passwords import hash_password
+from gateway_stub.policy import Policy
+
+PROG = "tunnelgate-gateway"
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Tunnelgate's SSL-VPN gateway.")
+    parser.add_argument("--config", type=Path, help="gateway TOML file (runs the gateway)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="run the gateway")
+    run.add_argument("--config", type=Path, required=True, help="gateway TOML file")
+    check = commands.add_parser("check-config", help="validate a config file and summarise it")
+    check.add_argument("--config", type=Path, required=True, help="gateway TOML file")
+    commands.add_parser("hash-password", help="hash a password read from stdin")
+    cert = commands.add_parser("make-cert", help="make a private CA and a server certificate")
+    cert.add_argument("--out", type=Path, required=True, help="folder to write the files to")
+    cert.add_argument("--host", action="append", required=True,
+                      help="host name or IP address clients use (repeatable)")
+    cert.add_argument("--force", action="store_true", help="overwrite existing files")
+    return parser
+
+
+def _run(config_path: Path) -> int:
+    config = load_config(config_path)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from gateway_stub.server import serve  # lazy: the server pulls in h2 and asyncio
+    except ModuleNotFoundError as exc:
+        if exc.name != "gateway_stub.server":
+            raise
+        return _fail("this build has no gateway server (gateway_stub.server is missing)", 1)
+    return serve(config)
+
+
+def _check_config(config_path: Path) -> int:
+    config = load_config(config_path)
+    print(_summary(config))
+    return 0
+
+
+def _summary(config: GatewayConfig) -> str:
+    server = config.server
+    host = f"[{server.listen_host}]" if ":" in server.listen_host else server.listen_host
+    policy = Policy(config)
+    lines = [
+        f"{config.source}: OK",
+        f"listen: {host}:{server.listen_port}",
+        f"certificate: {server.certificate}",
+        f"pool: {config.pool or 'off'}",
+        f"dns: {', '.join(map(str, config.dns.servers)) or 'none'}"
+        + (f" (search {', '.join(config.dns.search)})" if config.dns.search else ""),
+        f"audit log: {server.audit_log or 'logger gateway_stub.audit'}",
+        f"resources ({len(config.resources)}):",
+    ]
+    for resource in config.resources:
+        ports = ", ".join(map(str, resource.ports)) if resource.ports else "all ports"
+        lines.append(f"  {resource.name}: {', '.join(map(str, resource.networks))} "
+                     f"{'/'.join(sorted(resource.protocols))} {ports}")
+    lines.append(f"users ({len(config.users)}):")
+    for user in config.users:
+        allowed = ", ".join(policy.resources_for(user)) or "nothing"
+        lines.append(f"  {user.name} [{', '.join(user.groups)}]: may reach {allowed}")
+    return "\n".join(lines)
+
+
+def _hash_password() -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            return _fail("the passwords do not match", 1)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        return _fail("empty password", 2)
+    print(hash_password(password))
+    return 0
+
+
+def _make_cert(out: Path, hosts: list[str], force: bool) -> int:
+    try:
+        files = make_self_signed(out, hosts, overwrite=force)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    except FileExistsError as exc:
+        return _fail(f"{exc.filename or exc} (use --force to overwrite)", 1)
+    print(f"ca certificate: {files.ca_cert}")
+    print(f"certificate:    {files.certificate}")
+    print(f"private key:    {files.private_key}")
+    print(f"fingerprint:    {fingerprint_sha256(files.certificate.read_bytes())}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command in (None, "run"):
+            if args.config is None:
+                parser.print_usage(sys.stderr)
+                return _fail("give --config FILE or a command", 2)
+            return _run(args.config)
+        if args.command == "check-config":
+            return _check_config(args.config)
+        if args.command == "hash-password":
+            return _hash_password()
+        return _make_cert(args.out, args.host, args.force)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    except OSError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

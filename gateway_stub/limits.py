@@ -1,0 +1,108 @@
+"""Login throttling: a sliding window of failed attempts per user and per source.
+
+A login is refused before any password work when the user name or the source
+address has had too many failures within the window. Only failures count; a
+success clears the user's failures but not the source's, so one valid account
+cannot be used to reset the counter of an address guessing other accounts.
+
+Memory is bounded twice: each key keeps at most as many timestamps as its limit
+(older ones cannot change a decision), and at most ``max_keys`` keys of each
+kind are tracked; when full, the key whose last failure is oldest is forgotten.
+Keys whose failures have all left the window are dropped as they are met.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+
+class _Window:
+    """Failure timestamps per key, oldest-updated key first."""
+
+    def __init__(self, limit: int, window: float, max_keys: int) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        self.entries: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def count(self, key: str, now: float) -> int:
+        times = self.entries.get(key)
+        if times is None:
+            return 0
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self.entries[key]
+            return 0
+        return len(times)
+
+    def retry_after(self, key: str, now: float) -> float:
+        if self.count(key, now) < self.limit:
+            return 0.0
+        return self.entries[key][0] + self.window - now
+
+    def add(self, key: str, now: float) -> None:
+        self._expire(now)
+        times = self.entries.get(key)
+        if times is None:
+            times = self.entries[key] = deque(maxlen=self.limit)
+        times.append(now)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.max_keys:
+            self.entries.popitem(last=False)
+
+    def clear(self, key: str) -> None:
+        self.entries.pop(key, None)
+
+    def _expire(self, now: float) -> None:
+        # Front keys were updated longest ago; stop at the first one still live.
+        while self.entries:
+            key, times = next(iter(self.entries.items()))
+            if times and times[-1] > now - self.window:
+                break
+            del self.entries[key]
+
+
+class LoginThrottle:
+    """Decides whether a login attempt may proceed; all times are passed in."""
+
+    def __init__(
+        self,
+        attempts_per_user: int,
+        attempts_per_source: int,
+        window: float,
+        *,
+        max_keys: int = 10000,
+    ) -> None:
+        if attempts_per_user < 1 or attempts_per_source < 1:
+            raise ValueError("attempt limits must be at least 1")
+        if window <= 0:
+            raise ValueError("window must be positive")
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self._users = _Window(attempts_per_user, window, max_keys)
+        self._sources = _Window(attempts_per_source, window, max_keys)
+
+    def allowed(self, user: str, source: str, now: float) -> bool:
+        """True if a login for ``user`` from ``source`` may be tried at ``now``."""
+        return (self._users.count(user, now) < self._users.limit
+                and self._sources.count(source, now) < self._sources.limit)
+
+    def retry_after(self, user: str, source: str, now: float) -> float:
+        """Seconds until a refused attempt would be allowed (0 if allowed now)."""
+        return max(self._users.retry_after(user, now), self._sources.retry_after(source, now))
+
+    def record_failure(self, user: str, source: str, now: float) -> None:
+        """Count a failed login for ``user`` from ``source`` at ``now``."""
+        self._users.add(user, now)
+        self._sources.add(source, now)
+
+    def record_success(self, user: str, source: str) -> None:
+        """Forget ``user``'s failures (the source's failures stay counted)."""
+        del source  # deliberately kept: see the module docstring
+        self._users.clear(user)
+
+    @property
+    def tracked(self) -> int:
+        """Number of user and source keys currently remembered."""
+        return len(self._users.entries) + len(self._sources.entries)

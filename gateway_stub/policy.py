@@ -1,0 +1,94 @@
+"""Access policy: which user may reach which address, protocol and port.
+
+Default deny. A flow is allowed only if some resource matches it (network,
+protocol and, for TCP and UDP, port) and some policy rule that covers the user
+(by name or by one of their groups) allows that resource. The per-user set of
+allowed resources is computed on demand from the frozen config; configs are
+small, so no caching is needed to keep checks cheap.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
+
+from gateway_stub.config import PROTOCOLS, GatewayConfig, Resource, UserConfig
+
+_PORTED = frozenset({"tcp", "udp"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """The outcome of a policy check."""
+
+    allowed: bool
+    """True if the flow may go ahead."""
+    resource: str | None
+    """Name of the resource that allowed it, or that matched but is not allowed."""
+    reason: str
+    """Why, in words fit for the audit log."""
+
+
+class Policy:
+    """Answers policy questions for one configuration."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._resources = config.resources
+        self._rules = config.policies
+
+    def _allowed_resources(self, user: UserConfig) -> tuple[Resource, ...]:
+        groups = set(user.groups)
+        names: set[str] = set()
+        for rule in self._rules:
+            if user.name in rule.users or groups.intersection(rule.groups):
+                names.update(rule.allow)
+        # Keep the config's order, so results are stable and readable.
+        return tuple(r for r in self._resources if r.name in names)
+
+    def check(
+        self,
+        user: UserConfig,
+        protocol: str,
+        address: IPv4Address | IPv6Address,
+        port: int | None,
+    ) -> Verdict:
+        """May ``user`` open a ``protocol`` flow to ``address``:``port``?
+
+        ``port`` is required for tcp and udp and ignored for icmp; an unknown
+        protocol or a missing port is the caller's bug and raises ValueError.
+        """
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}")
+        if protocol in _PORTED and (port is None or not 0 <= port <= 65535):
+            raise ValueError(f"{protocol} needs a port from 0 to 65535, not {port!r}")
+        target = _describe(protocol, address, port)
+        if not isinstance(address, IPv4Address):
+            return Verdict(allowed=False, resource=None,
+                           reason=f"{target}: only IPv4 destinations are supported")
+        for resource in self._allowed_resources(user):
+            if resource.matches(protocol, address, port):
+                return Verdict(allowed=True, resource=resource.name,
+                               reason=f"{target} allowed by resource {resource.name}")
+        for resource in self._resources:
+            if resource.matches(protocol, address, port):
+                return Verdict(allowed=False, resource=resource.name,
+                               reason=f"{target} is in resource {resource.name}, "
+                                      f"which no policy allows for user {user.name}")
+        return Verdict(allowed=False, resource=None, reason=f"{target} is in no resource")
+
+    def resources_for(self, user: UserConfig) -> tuple[str, ...]:
+        """Names of the resources ``user`` may reach, in config order."""
+        return tuple(r.name for r in self._allowed_resources(user))
+
+    def networks_for(self, user: UserConfig) -> tuple[IPv4Network, ...]:
+        """The routes to push to ``user``: their resources' networks, collapsed."""
+        networks = [n for r in self._allowed_resources(user) for n in r.networks]
+        return tuple(ipaddress.collapse_addresses(networks))
+
+
+def _describe(protocol: str, address: IPv4Address | IPv6Address, port: int | None) -> str:
+    if port is None or protocol not in _PORTED:
+        return f"{protocol} {address}"
+    host = f"[{address}]" if isinstance(address, IPv6Address) else str(address)
+    return f"{protocol} {host}:{port}"

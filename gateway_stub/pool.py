@@ -1,0 +1,79 @@
+"""Address pool: one tunnel address per session, from a configured IPv4 network.
+
+The first usable host address is the gateway's own; leases come from the rest.
+Fresh addresses are handed out first, in order; released addresses are reused
+only after that, oldest release first, so that an address is not given to a new
+session while packets for its previous holder may still be in flight.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from gateway_stub.errors import PoolExhausted
+
+
+class AddressPool:
+    """Leases addresses of ``network`` to sessions, by session id."""
+
+    def __init__(self, network: IPv4Network) -> None:
+        if network.prefixlen > 30:
+            raise ValueError(f"pool {network} is too small (use /30 or larger)")
+        self._network = network
+        first = int(network.network_address) + 1
+        self._gateway = IPv4Interface(f"{IPv4Address(first)}/{network.prefixlen}")
+        self._next = first + 1  # next never-leased address, as an int
+        self._last = int(network.broadcast_address) - 1
+        self._released: deque[int] = deque()
+        self._leases: dict[str, int] = {}
+
+    @property
+    def network(self) -> IPv4Network:
+        """The pool's network."""
+        return self._network
+
+    @property
+    def gateway(self) -> IPv4Interface:
+        """The gateway's own address on the pool network."""
+        return self._gateway
+
+    @property
+    def capacity(self) -> int:
+        """How many addresses can be leased at once."""
+        return self._last - int(self._gateway.ip)
+
+    @property
+    def in_use(self) -> int:
+        """How many addresses are leased now."""
+        return len(self._leases)
+
+    def lease(self, session_id: str) -> IPv4Interface:
+        """The address of ``session_id``, leasing one if it has none.
+
+        Raises ``PoolExhausted`` when no address is free.
+        """
+        address = self._leases.get(session_id)
+        if address is None:
+            if self._next <= self._last:
+                address, self._next = self._next, self._next + 1
+            elif self._released:
+                address = self._released.popleft()
+            else:
+                raise PoolExhausted(f"address pool {self._network} is exhausted "
+                                    f"({self.capacity} addresses leased)")
+            self._leases[session_id] = address
+        return IPv4Interface(f"{IPv4Address(address)}/{self._network.prefixlen}")
+
+    def address_of(self, session_id: str) -> IPv4Interface | None:
+        """The address leased to ``session_id``, or None."""
+        address = self._leases.get(session_id)
+        if address is None:
+            return None
+        return IPv4Interface(f"{IPv4Address(address)}/{self._network.prefixlen}")
+
+    def release(self, session_id: str) -> None:
+        """Give back the address of ``session_id``; a no-op if it has none."""
+        address = self._leases.pop(session_id, None)
+        if address is not None:
+            self._released.append(address)

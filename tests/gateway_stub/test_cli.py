@@ -1,0 +1,114 @@
+"""Tests of gateway_stub.cli."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway_stub.certs import fingerprint_sha256
+from gateway_stub.cli import main
+from gateway_stub.passwords import hash_password, verify_password
+
+ROOT = Path(__file__).resolve().parents[2]
+HASH = hash_password("pw", salt=b"saltsalt", n=16, r=1, p=1)
+
+
+def _run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway_stub.cli", *args],
+        input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+
+
+def _config(tmp_path: Path, extra: str = "") -> Path:
+    (tmp_path / "gw.crt").write_text("cert")
+    (tmp_path / "gw.key").write_text("key")
+    path = tmp_path / "gateway.toml"
+    path.write_text(f"""\
+[server]
+listen = "[::]:8443"
+certificate = "gw.crt"
+private_key = "gw.key"
+
+[[user]]
+name = "alice"
+password = "{HASH}"
+groups = ["staff"]
+
+[[resource]]
+name = "intranet-web"
+networks = ["10.77.0.0/24"]
+protocols = ["tcp"]
+ports = ["80"]
+
+[[policy]]
+groups = ["staff"]
+allow = ["intranet-web"]
+{extra}""")
+    return path
+
+
+def test_hash_password_reads_one_line_from_stdin():
+    """hash-password hashes stdin's first line without its newline."""
+    result = _run("hash-password", stdin="correct horse\n")
+    assert result.returncode == 0, result.stderr
+    encoded = result.stdout.strip()
+    assert encoded.startswith("scrypt:16384:8:1:")
+    assert verify_password("correct horse", encoded)
+    assert "correct horse" not in result.stdout + result.stderr
+
+
+def test_hash_password_refuses_empty_input():
+    """An empty password is an error, not a hash of nothing."""
+    result = _run("hash-password", stdin="\n")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "tunnelgate-gateway: empty password"
+
+
+def test_check_config_good_file_prints_summary(tmp_path):
+    """check-config on a valid file exits 0 and summarises it."""
+    result = _run("check-config", "--config", str(_config(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+    assert "listen: [::]:8443" in result.stdout
+    assert "alice [staff]: may reach intranet-web" in result.stdout
+
+
+def test_check_config_bad_file_exits_2_with_one_line(tmp_path):
+    """check-config on a broken file prints one clear line and exits 2."""
+    path = _config(tmp_path, '\n[[policy]]\ngroups = ["staff"]\nallow = ["printer"]\n')
+    result = _run("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"tunnelgate-gateway: {path}: policy[1].allow[0]: ")
+    assert 'unknown resource "printer"' in lines[0]
+
+
+def test_run_with_bad_config_exits_2(tmp_path, capsys):
+    """Running the gateway with a broken config fails before any server starts."""
+    path = _config(tmp_path, "bogus = 1\n")
+    assert main(["--config", str(path)]) == 2
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'bogus'" in err
+
+
+def test_no_arguments_is_a_usage_error(capsys):
+    """Without --config or a command the tool explains itself and exits 2."""
+    assert main([]) == 2
+    assert "give --config FILE or a command" in capsys.readouterr().err
+
+
+def test_make_cert_prints_paths_and_fingerprint(tmp_path, capsys):
+    """make-cert writes the files and prints the server certificate's fingerprint."""
+    assert main(["make-cert", "--out", str(tmp_path / "tls"), "--host", "localhost",
+                 "--host", "127.0.0.1"]) == 0
+    out = capsys.readouterr().out
+    fingerprint = fingerprint_sha256((tmp_path / "tls" / "gateway.crt").read_bytes())
+    assert f"fingerprint:    {fingerprint}" in out
+    assert str(tmp_path / "tls" / "gateway.key") in out
+    assert main(["make-cert", "--out", str(tmp_path / "tls"), "--host", "localhost"]) == 1
+    assert "--force" in capsys.readouterr().err

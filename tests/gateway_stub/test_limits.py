@@ -1,0 +1,75 @@
+"""Tests of gateway_stub.limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway_stub.limits import LoginThrottle
+
+
+def test_user_is_blocked_after_limit_and_freed_after_window():
+    """Three failures in the window block the user; they expire one by one."""
+    throttle = LoginThrottle(attempts_per_user=3, attempts_per_source=100, window=60.0)
+    for t in (100.0, 110.0, 120.0):
+        assert throttle.allowed("alice", "192.0.2.1", t)
+        throttle.record_failure("alice", "192.0.2.1", t)
+    assert not throttle.allowed("alice", "192.0.2.1", 121.0)
+    assert not throttle.allowed("alice", "198.51.100.7", 121.0)  # any source
+    assert throttle.retry_after("alice", "192.0.2.1", 121.0) == pytest.approx(39.0)
+    assert not throttle.allowed("alice", "192.0.2.1", 159.9)
+    assert throttle.allowed("alice", "192.0.2.1", 160.0)  # the 100.0 failure left the window
+    assert throttle.allowed("bob", "192.0.2.1", 121.0)
+
+
+def test_sliding_window_counts_only_recent_failures():
+    """Failures spread wider than the window never add up to a block."""
+    throttle = LoginThrottle(attempts_per_user=2, attempts_per_source=100, window=10.0)
+    for t in (0.0, 11.0, 22.0, 33.0):
+        assert throttle.allowed("alice", "src", t)
+        throttle.record_failure("alice", "src", t)
+
+
+def test_source_is_blocked_across_user_names():
+    """Guessing many user names from one source hits the source limit."""
+    throttle = LoginThrottle(attempts_per_user=5, attempts_per_source=3, window=60.0)
+    for i, t in enumerate((1.0, 2.0, 3.0)):
+        throttle.record_failure(f"user{i}", "203.0.113.9", t)
+    assert not throttle.allowed("someone-new", "203.0.113.9", 4.0)
+    assert throttle.allowed("someone-new", "203.0.113.10", 4.0)
+
+
+def test_success_clears_user_failures_but_not_source_failures():
+    """record_success resets the user's count; the source's count remains."""
+    throttle = LoginThrottle(attempts_per_user=2, attempts_per_source=3, window=60.0)
+    throttle.record_failure("alice", "src", 1.0)
+    throttle.record_failure("alice", "src", 2.0)
+    assert not throttle.allowed("alice", "other", 3.0)
+    throttle.record_success("alice", "src")
+    assert throttle.allowed("alice", "other", 3.0)
+    throttle.record_failure("bob", "src", 4.0)
+    assert not throttle.allowed("carol", "src", 5.0)
+
+
+def test_tracked_keys_are_capped():
+    """No more than max_keys users and sources are remembered."""
+    throttle = LoginThrottle(attempts_per_user=3, attempts_per_source=3, window=1000.0, max_keys=50)
+    for i in range(500):
+        throttle.record_failure(f"user{i}", f"src{i}", float(i))
+    assert throttle.tracked <= 100
+
+
+def test_expired_keys_are_forgotten():
+    """Keys whose failures all left the window are dropped on later activity."""
+    throttle = LoginThrottle(attempts_per_user=3, attempts_per_source=3, window=10.0)
+    for i in range(100):
+        throttle.record_failure(f"user{i}", f"src{i}", 0.0)
+    throttle.record_failure("late", "late-src", 50.0)
+    assert throttle.tracked == 2
+
+
+def test_invalid_limits_are_refused():
+    """Zero limits or a non-positive window are caller errors."""
+    with pytest.raises(ValueError):
+        LoginThrottle(attempts_per_user=0, attempts_per_source=1, window=1.0)
+    with pytest.raises(ValueError):
+        LoginThrottle(attempts_per_user=1, attempts_per_source=1, window=0.0)
