@@ -1,0 +1,332 @@
+"""The TCP reflector: the NAT table that hands app connections to the kernel's own TCP stack.
+
+Theory of operation. Apps send TCP to secured destinations and the packets come
+out of the TUN. ``L`` is the TUN's own address, where a local kernel listener
+is bound on port ``lp``; ``N`` is an unassigned address in the TUN's prefix
+used as a fake source (the kernel routes packets for ``N`` back out of the TUN).
+
+* Forward leg: a segment A:sport -> D:dport (anything not from the listener) is
+  rewritten to N:np -> L:lp, where ``np`` is the NAT port of the flow
+  (A:sport, D:dport), and written back to the TUN. The kernel sees a client
+  N:np talking to its listener and runs the whole TCP machinery itself.
+* Return leg: a segment from L:lp (the listener answering) to N:np is rewritten
+  to D:dport -> A:sport, so the app sees the server answering.
+* The listener's ``accept()`` yields peer N:np; ``lookup(np)`` gives A:sport and D:dport.
+
+A flow starts only with a bare SYN. That SYN is *held* and a ``FlowRequested``
+event asks the engine to open a stream to D:dport through the gateway: on
+success ``accept_flow`` releases the SYN into the forward leg, so the app's
+connect() completes only when the real server accepted; on failure
+``refuse_flow`` forgets the flow and returns the RST or ICMP error that D would
+have sent. Flow states: pending (SYN held) -> established -> released (the
+local socket closed; the mapping lingers for the final FIN/ACKs) -> gone.
+Addresses and ports change, so checksums are patched with per-flow precomputed
+RFC 1624 deltas (``packet.Rewrite``). Sans-IO: time is always passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import logging
+import struct
+from dataclasses import dataclass
+
+from client import packet as pk
+
+log = logging.getLogger(__name__)
+
+_IP = struct.Struct("!BxH2xHxB2xII")      # ver/ihl, total length, frag, protocol, src, dst
+_TCP = struct.Struct("!HH8xBB")          # sport, dport, data offset, flags
+_SYN_MASK = pk.SYN | pk.ACK | pk.RST
+_SYN = pk.SYN
+_TCP_PROTO = pk.PROTO_TCP
+_apply = pk.apply_rewrite
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An IPv4 address and a port."""
+
+    address: ipaddress.IPv4Address
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class FlowInfo:
+    """What the NAT table knows about one flow."""
+
+    nat_port: int       #: the port N uses towards the listener (the accepted socket's peer port)
+    client: Endpoint    #: the app's end, A:sport
+    target: Endpoint    #: where the app connects, D:dport
+
+
+@dataclass(frozen=True)
+class FlowRequested:
+    """A new SYN arrived and is held: the engine must ask the gateway for ``target``."""
+
+    nat_port: int       #: names the flow in accept_flow / refuse_flow / lookup
+    client: Endpoint    #: A:sport
+    target: Endpoint    #: D:dport
+
+
+class Refusal(enum.Enum):
+    """How a refused flow is answered to the app (the packet appears to come from D)."""
+
+    REFUSED = "refused"             #: TCP RST (ECONNREFUSED)
+    HOST_UNREACHABLE = "host"       #: ICMP type 3 code 1 (also used for timeouts)
+    NET_UNREACHABLE = "net"         #: ICMP type 3 code 0
+    PROHIBITED = "prohibited"       #: ICMP type 3 code 13
+
+
+_ICMP_CODES = {Refusal.HOST_UNREACHABLE: 1, Refusal.NET_UNREACHABLE: 0, Refusal.PROHIBITED: 13}
+
+
+@dataclass(frozen=True)
+class ReflectorStats:
+    """Counters of the reflector."""
+
+    flows_active: int       #: flows in the table (pending, established or lingering)
+    flows_total: int        #: flows ever created
+    dropped_malformed: int  #: packets that are not well-formed TCP/IPv4
+    dropped_unknown: int    #: segments of no known flow (or of a flow still pending)
+    dropped_fragments: int  #: IPv4 fragments of TCP
+    ports_exhausted: int    #: SYNs dropped because no NAT port was free
+    not_ours: int           #: packets that are not TCP/IPv4 (IPv6, UDP, ICMP, ...)
+
+
+class _State(enum.Enum):
+    PENDING = 1
+    ESTABLISHED = 2
+    RELEASED = 3
+
+
+class _Flow:
+    __slots__ = ("info", "key", "forward", "back", "state", "syn", "created", "last_seen", "released_at")
+
+    def __init__(self, info: FlowInfo, key: tuple, forward: pk.Rewrite, back: pk.Rewrite,
+                 syn: bytes, now: float) -> None:
+        self.info = info
+        self.key = key
+        self.forward = forward
+        self.back = back
+        self.state = _State.PENDING
+        self.syn: bytes | None = syn
+        self.created = now
+        self.last_seen = now
+        self.released_at = now
+
+
+def _endpoint(address: int, port: int) -> Endpoint:
+    return Endpoint(ipaddress.IPv4Address(address), port)
+
+
+class Reflector:
+    """The NAT table and reflection state machine for TCP over IPv4."""
+
+    def __init__(self, *, tun_address: ipaddress.IPv4Address, fake_address: ipaddress.IPv4Address,
+                 listener_port: int, first_port: int = 10000, last_port: int = 65535,
+                 idle_timeout: float = 7440.0, linger: float = 60.0, pending_timeout: float = 30.0) -> None:
+        if tun_address == fake_address:
+            raise ValueError("the fake source address must differ from the TUN's address")
+        if not 0 < listener_port <= 0xFFFF:
+            raise ValueError(f"listener port {listener_port} out of range")
+        if not 0 < first_port <= last_port <= 0xFFFF:
+            raise ValueError(f"NAT port range {first_port}..{last_port} is invalid")
+        self._local = int(tun_address)
+        self._fake = int(fake_address)
+        self._local_bytes = tun_address.packed
+        self._fake_bytes = fake_address.packed
+        self._listener_port = listener_port
+        self._first_port = first_port
+        self._last_port = last_port
+        self._next_port = first_port
+        self._idle_timeout = idle_timeout
+        self._linger = linger
+        self._pending_timeout = pending_timeout
+        self._by_key: dict[tuple[int, int, int, int], _Flow] = {}
+        self._by_port: dict[int, _Flow] = {}
+        self._events: list[FlowRequested] = []
+        self._flows_total = 0
+        self._malformed = 0
+        self._unknown = 0
+        self._fragments = 0
+        self._exhausted = 0
+        self._not_ours = 0
+
+    # -- packets ------------------------------------------------------------------------
+    def from_tun(self, packet, now: float) -> bytearray | None:
+        """A packet read from the TUN. Returns the rewritten packet (a new ``bytearray``) to
+        write back to the TUN, or None when the packet is held (first SYN of a new flow),
+        dropped, or not ours. Never raises on malformed input: such packets are counted."""
+        try:
+            size = len(packet)
+            if size == 0 or packet[0] >> 4 != 4:
+                if size:
+                    self._not_ours += 1
+                else:
+                    self._malformed += 1
+                return None
+            if size < 20:
+                self._malformed += 1
+                return None
+            ver_ihl, total, frag, proto, src, dst = _IP.unpack_from(packet)
+            ihl = (ver_ihl & 0x0F) << 2
+            if ihl < 20 or total < ihl or total > size:
+                self._malformed += 1
+                return None
+            if proto != _TCP_PROTO:
+                self._not_ours += 1
+                return None
+            if frag & 0x3FFF:
+                self._fragments += 1
+                return None
+            if total < ihl + 20:
+                self._malformed += 1
+                return None
+            sport, dport, offset, flags = _TCP.unpack_from(packet, ihl)
+            thl = (offset >> 4) << 2
+            if thl < 20 or ihl + thl > total:
+                self._malformed += 1
+                return None
+        except (IndexError, struct.error):       # belt and braces: the checks above cover these
+            self._malformed += 1
+            return None
+
+        if src == self._local and sport == self._listener_port:     # return leg
+            flow = self._by_port.get(dport)
+            if flow is None or dst != self._fake or flow.state is _State.PENDING:
+                self._unknown += 1
+                return None
+            flow.last_seen = now
+            return _apply(packet, ihl, flow.back)
+
+        flow = self._by_key.get((src, dst, sport, dport))            # forward leg
+        bare_syn = flags & _SYN_MASK == _SYN
+        if flow is None:
+            if bare_syn and dst != self._fake:
+                self._new_flow(packet, src, dst, sport, dport, now)
+            else:
+                self._unknown += 1
+            return None
+        state = flow.state
+        if state is _State.PENDING:
+            if not bare_syn:
+                self._unknown += 1
+            return None                          # a retransmitted SYN is swallowed
+        if state is _State.RELEASED and bare_syn:
+            self._forget(flow)                   # four-tuple reuse: a new connection
+            self._new_flow(packet, src, dst, sport, dport, now)
+            return None
+        flow.last_seen = now
+        return _apply(packet, ihl, flow.forward)
+
+    def pop_events(self) -> list[FlowRequested]:
+        """The events since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    # -- the engine's answers ---------------------------------------------------------------
+    def accept_flow(self, nat_port: int, now: float) -> bytearray | None:
+        """Gateway confirmed: returns the held SYN rewritten for the forward leg
+        (None if the flow is gone or not pending)."""
+        flow = self._by_port.get(nat_port)
+        if flow is None or flow.state is not _State.PENDING or flow.syn is None:
+            return None
+        syn, flow.syn = flow.syn, None
+        flow.state = _State.ESTABLISHED
+        flow.last_seen = now
+        return pk.apply_rewrite(syn, (syn[0] & 0x0F) << 2, flow.forward)
+
+    def refuse_flow(self, nat_port: int, refusal: Refusal) -> bytes | None:
+        """Gateway refused: forget the flow and return the RST / ICMP packet to write to
+        the TUN, appearing from D (None if the flow is gone or its SYN was released)."""
+        flow = self._by_port.get(nat_port)
+        if flow is None:
+            return None
+        self._forget(flow)
+        if flow.syn is None:
+            return None
+        if refusal is Refusal.REFUSED:
+            return pk.build_tcp_rst(flow.syn)
+        return pk.build_icmp_unreachable(flow.syn, _ICMP_CODES[refusal])
+
+    def lookup(self, nat_port: int) -> FlowInfo | None:
+        """The flow behind a NAT port (the accepted socket's peer port), or None."""
+        flow = self._by_port.get(nat_port)
+        return None if flow is None else flow.info
+
+    def release(self, nat_port: int, now: float) -> None:
+        """The local socket for this flow closed; keep the mapping ``linger`` seconds for the
+        final FIN/ACKs. A held SYN is discarded. Unknown ports are ignored."""
+        flow = self._by_port.get(nat_port)
+        if flow is None or flow.state is _State.RELEASED:
+            return
+        flow.state = _State.RELEASED
+        flow.syn = None
+        flow.released_at = now
+
+    def expire(self, now: float) -> list[int]:
+        """Drop pending flows at or past ``pending_timeout`` since their SYN, released flows
+        at or past ``linger`` since release, and established flows idle at or past
+        ``idle_timeout``; return their NAT ports."""
+        expired = []
+        for flow in list(self._by_port.values()):
+            state = flow.state
+            if state is _State.ESTABLISHED:
+                gone = now - flow.last_seen >= self._idle_timeout
+            elif state is _State.PENDING:
+                gone = now - flow.created >= self._pending_timeout
+            else:
+                gone = now - flow.released_at >= self._linger
+            if gone:
+                self._forget(flow)
+                expired.append(flow.info.nat_port)
+        return expired
+
+    @property
+    def stats(self) -> ReflectorStats:
+        """A snapshot of the counters."""
+        return ReflectorStats(flows_active=len(self._by_port), flows_total=self._flows_total,
+                              dropped_malformed=self._malformed, dropped_unknown=self._unknown,
+                              dropped_fragments=self._fragments, ports_exhausted=self._exhausted,
+                              not_ours=self._not_ours)
+
+    # -- the table --------------------------------------------------------------------------
+    def _new_flow(self, packet, src: int, dst: int, sport: int, dport: int, now: float) -> None:
+        nat_port = self._allocate_port()
+        if nat_port is None:
+            self._exhausted += 1
+            log.debug("NAT port space exhausted; SYN dropped")
+            return
+        src_b, dst_b = src.to_bytes(4, "big"), dst.to_bytes(4, "big")
+        app_side = pk.four_tuple(src_b, dst_b, sport, dport)
+        kernel_in = pk.four_tuple(self._fake_bytes, self._local_bytes, nat_port, self._listener_port)
+        kernel_out = pk.four_tuple(self._local_bytes, self._fake_bytes, self._listener_port, nat_port)
+        app_in = pk.four_tuple(dst_b, src_b, dport, sport)
+        info = FlowInfo(nat_port=nat_port, client=_endpoint(src, sport), target=_endpoint(dst, dport))
+        key = (src, dst, sport, dport)
+        flow = _Flow(info, key, pk.Rewrite.between(app_side, kernel_in),
+                     pk.Rewrite.between(kernel_out, app_in), bytes(packet), now)
+        self._by_key[key] = flow
+        self._by_port[nat_port] = flow
+        self._flows_total += 1
+        self._events.append(FlowRequested(nat_port=nat_port, client=info.client, target=info.target))
+
+    def _forget(self, flow: _Flow) -> None:
+        self._by_port.pop(flow.info.nat_port, None)
+        if self._by_key.get(flow.key) is flow:
+            del self._by_key[flow.key]
+
+    def _allocate_port(self) -> int | None:
+        first, last = self._first_port, self._last_port
+        if len(self._by_port) > last - first:
+            return None
+        port = self._next_port
+        while port in self._by_port:
+            port = first if port >= last else port + 1
+        self._next_port = first if port >= last else port + 1
+        return port
