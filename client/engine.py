@@ -17,6 +17,7 @@ import dataclasses
 import ipaddress
 import logging
 import socket
+import threading
 import time
 import typing
 
@@ -64,6 +65,29 @@ class Stats:
     """TCP flows with a stream."""
     flows_refused: int
     """TCP flows the gateway refused."""
+
+
+def off_loop(fn: typing.Callable, *args: object) -> object:
+    """Run a short blocking call in a thread of its own and wait for it.
+
+    pyroute2 drives an event loop of its own inside its synchronous API, which
+    cannot run inside ours; a plain thread has no running loop.
+    """
+    result: list[object] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(fn(*args))
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="host-changes")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0] if result else None
 
 
 class Engine:
@@ -150,7 +174,7 @@ class Engine:
                           routes=cfg.include, gateway=gateway_ip,
                           preferred_source=cfg.address.ip if cfg.address else None)
         try:
-            self._routes.apply(state)
+            off_loop(self._routes.apply, state)
         except OSError as exc:
             raise HostSetupError(f"cannot configure addresses and routes: {exc}") from None
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -229,7 +253,7 @@ class Engine:
         if self.session is not None and self.session.link.is_open:
             self.session.link.close("disconnecting")
         try:
-            self._routes.restore()
+            off_loop(self._routes.restore)
         except Exception as exc:  # restore() logs each item itself; this is a last resort
             log.warning("restoring routes failed: %s", exc)
         if self._tun is not None:

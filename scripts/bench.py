@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Benchmark: the tunnel against the direct routed path, in one run, in the lab.
+
+Builds the namespace lab, measures with real tools over the direct routed
+path (client -> gateway namespace forwarding -> intranet), then connects the
+real client through the real gateway and measures the same things again:
+
+* TCP throughput, 1 and 4 streams, each way (iperf3);
+* connect + request + close latency of short HTTP connections (median, p99);
+* short-connection requests per second (wrk with ``Connection: close``
+  against nginx);
+* the client's peak RSS.
+
+Prints a table of both paths with the ratio tunnel/direct and writes JSON
+to bench-results/. Needs root. Traffic stays inside the lab's namespaces.
+Usage: sudo python3 scripts/bench.py [--seconds 5] [--mtu 65000] [--compare-mtu 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.lab import servers  # noqa: E402
+from tests.lab import topology as topo  # noqa: E402
+from tests.lab.netns import Lab  # noqa: E402
+from tests.lab.tunnel import Tunnel  # noqa: E402
+
+LATENCY_CLIENT = textwrap.dedent("""
+    import socket, sys, time, json
+    host, n = sys.argv[1], int(sys.argv[2])
+    req = b"GET /index.html HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        s = socket.create_connection((host, 80), timeout=10)
+        s.sendall(req)
+        while s.recv(65536):
+            pass
+        s.close()
+        times.append(time.perf_counter() - t)
+    print(json.dumps(times))
+""")
+
+NGINX_CONF = """
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_timeout 0;
+    server {{
+        listen {addr}:80 backlog=4096;
+        root {dir}/www;
+    }}
+}}
+"""
+
+
+def iperf(lab, seconds: int, streams: int, reverse: bool) -> float:
+    """Gbit/s measured by iperf3 from the client namespace."""
+    argv = ["iperf3", "-c", str(topo.INTRANET_HOST), "-p", "5201", "-t", str(seconds), "-J",
+            "-P", str(streams)]
+    if reverse:
+        argv.append("-R")
+    out = lab.run(lab.client, argv, timeout=seconds + 60).stdout
+    doc = json.loads(out)
+    return doc["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def latency(lab, script: pathlib.Path, n: int) -> tuple[float, float]:
+    """Median and p99 of connect+request+close in milliseconds."""
+    out = lab.run(lab.client, [sys.executable, str(script), str(topo.INTRANET_HOST), str(n)],
+                  timeout=300).stdout
+    times = sorted(json.loads(out))
+    return statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000
+
+
+def rps(lab, seconds: int, connections: int) -> float:
+    """Requests per second with a new connection per request (wrk)."""
+    out = lab.run(lab.client, ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
+                               "-H", "Connection: close", f"http://{topo.INTRANET_HOST}/index.html"],
+                  timeout=seconds + 60).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if errors:
+        print(f"    wrk: socket errors {errors.group(1)}", file=sys.stderr)
+    return float(match.group(1)) if match else 0.0
+
+
+def measure(lab, args, script: pathlib.Path) -> dict[str, float]:
+    """One full set of figures over whatever path the client namespace has now."""
+    res = {}
+    for streams in (1, 4):
+        res[f"tcp_up_{streams}"] = iperf(lab, args.seconds, streams, reverse=False)
+        res[f"tcp_down_{streams}"] = iperf(lab, args.seconds, streams, reverse=True)
+    res["latency_p50_ms"], res["latency_p99_ms"] = latency(lab, script, args.requests)
+    res["rps"] = rps(lab, args.seconds, args.connections)
+    return res
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM of a process (the python child of ip netns exec)."""
+    for candidate in [pid, *child_pids(pid)]:
+        try:
+            text = pathlib.Path(f"/proc/{candidate}/status").read_text()
+        except OSError:
+            continue
+        if "python" in pathlib.Path(f"/proc/{candidate}/comm").read_text():
+            return int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
+    return float("nan")
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        text = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+ROWS = [
+    ("tcp_up_1", "TCP 1 stream up (Gbit/s)", True),
+    ("tcp_down_1", "TCP 1 stream down (Gbit/s)", True),
+    ("tcp_up_4", "TCP 4 streams up (Gbit/s)", True),
+    ("tcp_down_4", "TCP 4 streams down (Gbit/s)", True),
+    ("latency_p50_ms", "connect+request p50 (ms)", False),
+    ("latency_p99_ms", "connect+request p99 (ms)", False),
+    ("rps", "short connections (req/s)", True),
+]
+
+
+def report(direct: dict, tunnels: dict[int, dict], rss: dict[int, float]) -> str:
+    names = list(tunnels)
+    head = f"{'metric':32} {'direct':>10}" + "".join(
+        f" {'tunnel mtu ' + str(m):>16} {'ratio':>7}" for m in names)
+    lines = [head, "-" * len(head)]
+    for key, label, _ in ROWS:
+        line = f"{label:32} {direct[key]:10.2f}"
+        for m in names:
+            value = tunnels[m].get(key)
+            if value is None:
+                line += f" {'-':>16} {'-':>7}"
+            else:
+                ratio = value / direct[key] if direct[key] else float("nan")
+                line += f" {value:16.2f} {ratio:7.1%}"
+        lines.append(line)
+    lines.append(f"{'client peak RSS (MiB)':32} {'':10}" + "".join(
+        f" {rss[m]:16.1f} {'':7}" for m in names))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=5, help="duration of each throughput run")
+    parser.add_argument("--requests", type=int, default=300, help="sequential requests for latency")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--mtu", type=int, default=65000, help="TUN MTU pushed by the gateway")
+    parser.add_argument("--compare-mtu", type=int, action="append", default=[],
+                        help="also measure the tunnel with this MTU (repeatable)")
+    args = parser.parse_args()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="tg-bench-"))
+    script = work / "latency.py"
+    script.write_text(LATENCY_CLIENT)
+    with Lab() as lab:
+        (work / "www").mkdir()
+        (work / "www" / "index.html").write_text("hello from the intranet\n" * 20)
+        (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, addr=topo.INTRANET_HOST))
+        lab.popen(lab.intranet, ["nginx", "-c", str(work / "nginx.conf")])
+        servers.start_iperf3(lab, topo.INTRANET_HOST, 5201)
+        time.sleep(0.5)
+        print("measuring the direct routed path ...", file=sys.stderr)
+        lab.direct_path(True)
+        direct = measure(lab, args, script)
+        lab.direct_path(False)
+        tunnels, rss = {}, {}
+        for port, mtu in enumerate([args.mtu, *args.compare_mtu], start=8443):
+            print(f"measuring the tunnel, TUN MTU {mtu} ...", file=sys.stderr)
+            tunnel = Tunnel(lab=lab, workdir=work / f"mtu{mtu}", port=port)
+            tunnel.start_gateway(extra_server=f"mtu = {mtu}")
+            client = tunnel.connect()
+            tunnels[mtu] = measure(lab, args, script)
+            rss[mtu] = peak_rss_mib(client.proc.pid)
+            client.stop()
+            tunnel.stop_gateway()
+    table = report(direct, tunnels, rss)
+    print(table)
+    out = ROOT / "bench-results"
+    out.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"bench-{stamp}.json").write_text(json.dumps(
+        {"direct": direct, "tunnel": tunnels, "client_peak_rss_mib": rss,
+         "args": vars(args)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

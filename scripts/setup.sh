@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs everything the demo, the tests and the benchmark need on a fresh
+# Debian machine (run as root): system tools for the lab, then the project
+# with its test extra. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for tool in ip:iproute2 iperf3:iperf3 ping:iputils-ping curl:curl dig:dnsutils \
+            wrk:wrk ss:iproute2 openssl:openssl; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'

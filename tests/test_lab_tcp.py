@@ -1,0 +1,233 @@
+"""Scenario: TCP through the real tunnel in the namespace lab (root only).
+
+A real gateway process in the gateway namespace, a real ``tunnelgate
+connect`` in the client namespace with a real TUN and real routes, and real
+servers in the intranet namespace; curl and Python clients act as the apps.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.lab import servers
+from tests.lab import topology as topo
+from tests.lab.tunnel import Tunnel
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def site(lab, tmp_path_factory):
+    """Gateway up, intranet servers up; each test connects its own client."""
+    tunnel = Tunnel(lab=lab, workdir=tmp_path_factory.mktemp("tunnel"))
+    tunnel.start_gateway()
+    root = tmp_path_factory.mktemp("www")
+    (root / "index.html").write_text("hello from the intranet\n")
+    web = servers.start_http(lab, topo.INTRANET_HOST, 80, root)
+    yield tunnel, web
+    tunnel.stop_gateway()
+
+
+def host_snapshot(lab) -> str:
+    """Links, addresses and routes of the client namespace, for before/after checks."""
+    out = []
+    for what in (["link"], ["addr"], ["route"]):
+        text = lab.run(lab.client, ["ip", "-o", *what, "show"]).stdout
+        out.append("\n".join(sorted(line.split(" link/")[0] if what == ["link"] else line
+                                    for line in text.splitlines())))
+    return "\n".join(out)
+
+
+def curl(lab, url: str, timeout: float = 10.0):
+    start = time.monotonic()
+    result = lab.run(lab.client, ["curl", "-sS", "--max-time", str(timeout), url], check=False)
+    return result, time.monotonic() - start
+
+
+def test_curl_reaches_intranet_and_server_sees_gateway(lab, site):
+    """curl in the client fetches a page through the tunnel; the server sees the gateway's address."""
+    tunnel, web = site
+    before = host_snapshot(lab)
+    client = tunnel.connect()
+    try:
+        result, _ = curl(lab, f"http://{topo.INTRANET_HOST}/index.html")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "hello from the intranet\n"
+        assert str(topo.GATEWAY_INNER) in web.log_text()
+        assert str(topo.CLIENT_OUTER) not in web.log_text()
+    finally:
+        assert client.stop() == 0, client.output()
+    assert host_snapshot(lab) == before
+
+
+def test_refused_denied_and_unreachable_fail_fast(lab, site):
+    """Closed port -> refused, denied network -> no attempt reaches it, unroutable -> unreachable; each under a second."""
+    tunnel, _ = site
+    logger = servers.start_tcp_logger(lab, topo.DENIED_HOST, 80)
+    client = tunnel.connect()
+    try:
+        result, took = curl(lab, f"http://{topo.INTRANET_HOST}:81/")
+        assert result.returncode == 7 and "refused" in result.stderr.lower(), result.stderr
+        assert took < 1.0
+        result, took = curl(lab, f"http://{topo.DENIED_HOST}/")
+        assert result.returncode != 0 and took < 1.0, result.stderr
+        assert "no route to host" in result.stderr.lower() or "unreachable" in result.stderr.lower()
+        result, took = curl(lab, "http://10.99.0.10/")
+        assert result.returncode != 0 and took < 1.0, result.stderr
+        time.sleep(0.2)
+        assert logger.peers() == []
+        assert '"verdict": "deny"' in tunnel.audit()
+    finally:
+        client.stop()
+        logger.stop()
+
+
+BULK_CLIENT = textwrap.dedent("""
+    import hashlib, socket, struct, sys
+    size = int(sys.argv[3])
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=120)
+    s.sendall(struct.pack("!Q", size))
+    h = hashlib.sha256()
+    chunk = bytes(range(256)) * 1024
+    sent = 0
+    while sent < size:
+        piece = chunk[: min(len(chunk), size - sent)]
+        s.sendall(piece); h.update(piece); sent += len(piece)
+    print(h.hexdigest())
+    f = s.makefile("rb")
+    print(f.readline().decode().strip())         # server's hash of what it received
+    got = hashlib.sha256(); n = 0
+    while n < size:
+        data = f.read(min(1 << 20, size - n))
+        if not data: break
+        got.update(data); n += len(data)
+    print(got.hexdigest()); print(n)
+    print(f.readline().decode().strip())         # server's hash of what it sent
+""")
+
+
+def test_200_megabytes_each_way_arrive_intact(lab, site, tmp_path):
+    """200 MB up and 200 MB down through one connection; SHA-256 equal at both ends."""
+    tunnel, _ = site
+    sink = servers.start_tcp_sink(lab, topo.INTRANET_HOST, 9000)
+    script = tmp_path / "bulk.py"
+    script.write_text(BULK_CLIENT)
+    size = 200 * 1024 * 1024
+    client = tunnel.connect()
+    try:
+        result = lab.run(lab.client, [sys.executable, str(script), str(topo.INTRANET_HOST), "9000",
+                                      str(size)], timeout=240)
+        sent_hash, server_got, down_hash, down_len, server_sent = result.stdout.split()
+        assert sent_hash == server_got
+        assert int(down_len) == size
+        assert down_hash == server_sent
+    finally:
+        client.stop()
+        sink.stop()
+
+
+CONCURRENT_CLIENT = textwrap.dedent("""
+    import asyncio, sys
+    async def one(i):
+        r, w = await asyncio.open_connection(sys.argv[1], 80)
+        w.write(b"GET /index.html HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
+        data = await r.read()
+        w.close()
+        return b"hello from the intranet" in data
+    async def main():
+        results = await asyncio.gather(*(one(i) for i in range(int(sys.argv[2]))),
+                                       return_exceptions=True)
+        print(sum(1 for r in results if r is True))
+        for r in results:
+            if r is not True:
+                print(repr(r)); break
+    asyncio.run(main())
+""")
+
+
+def test_300_concurrent_connections_all_complete(lab, site, tmp_path):
+    """300 connections opened at once all get their page."""
+    tunnel, _ = site
+    script = tmp_path / "many.py"
+    script.write_text(CONCURRENT_CLIENT)
+    client = tunnel.connect()
+    try:
+        result = lab.run(lab.client, [sys.executable, str(script), str(topo.INTRANET_HOST), "300"],
+                         timeout=120)
+        assert result.stdout.split("\n")[0] == "300", result.stdout
+    finally:
+        client.stop()
+
+
+def test_wrong_password_fails_clearly_and_leaves_nothing(lab, site):
+    """A wrong password: exit 1, a clear line, no TUN or route left behind."""
+    tunnel, _ = site
+    before = host_snapshot(lab)
+    client = tunnel.connect(password="wrong", wait=False)
+    assert client.stop(timeout=30) == 1 or client.proc.returncode == 1
+    assert "wrong user name or password" in client.output()
+    assert host_snapshot(lab) == before
+
+
+def test_untrusted_certificate_is_refused_with_fingerprint(lab, site):
+    """Without --ca the gateway's private certificate is refused and its fingerprint shown."""
+    tunnel, _ = site
+    client = tunnel.connect(trust=[], wait=False)
+    client.proc.wait(30)
+    client.wait_for("\0", 2)
+    assert client.proc.returncode == 1
+    assert "not trusted" in client.output() and "sha256:" in client.output()
+
+
+def test_unreachable_gateway_fails_clearly(lab, site):
+    """A gateway that is not there: exit 1 with 'cannot reach', nothing left behind."""
+    tunnel, _ = site
+    before = host_snapshot(lab)
+    client = tunnel.connect(url=f"https://{topo.GATEWAY_OUTER}:9", wait=False)
+    client.proc.wait(30)
+    client.wait_for("\0", 2)
+    assert client.proc.returncode == 1
+    assert "cannot reach the gateway" in client.output()
+    assert host_snapshot(lab) == before
+
+
+def test_gateway_killed_mid_session_ends_client_cleanly(lab, tmp_path):
+    """kill -9 of the gateway: the client says the session was lost, exits 1 and restores the host."""
+    tunnel = Tunnel(lab=lab, workdir=tmp_path, port=8444)
+    tunnel.start_gateway(extra_server="keepalive = 1.0")
+    before = host_snapshot(lab)
+    client = tunnel.connect()
+    tunnel.stop_gateway(signal.SIGKILL)
+    client.proc.wait(30)
+    client.wait_for("\0", 2)
+    assert client.proc.returncode == 1, client.output()
+    assert "session" in client.output() or "gateway" in client.output()
+    assert host_snapshot(lab) == before
+
+
+def test_kill_9_of_client_is_undone_at_next_start(lab, tmp_path):
+    """A route covering the gateway forces a pinned host route; after kill -9 the next start removes it."""
+    tunnel = Tunnel(lab=lab, workdir=tmp_path, port=8445)
+    tunnel.start_gateway()
+    # Alice's networks include one that covers the gateway's own address.
+    text = tunnel.setup.config.read_text().replace('networks = ["10.77.0.0/24"',
+                                                   'networks = ["192.0.0.0/16", "10.77.0.0/24"')
+    tunnel.setup.config.write_text(text)
+    tunnel.stop_gateway()
+    tunnel.launch()
+    before = host_snapshot(lab)
+    client = tunnel.connect()
+    routes = lab.run(lab.client, ["ip", "route", "show"]).stdout
+    assert f"{topo.GATEWAY_OUTER} via" in routes or f"{topo.GATEWAY_OUTER} dev" in routes, routes
+    client.stop(signal.SIGKILL)
+    assert host_snapshot(lab) != before          # the pinned host route survived the crash
+    again = tunnel.connect()
+    assert any("restored host changes" in line for line in again.lines), again.output()
+    assert again.stop() == 0
+    assert host_snapshot(lab) == before
+    tunnel.stop_gateway()
