@@ -1,0 +1,401 @@
+"""Addresses and routes for the tunnel: declarative, journaled, reversible.
+
+Theory of operation. The engine turns the pushed config into a `HostState`
+and calls `apply(state)`. The manager turns the state into a list of items
+(addresses on the TUN, a pinned host route for the gateway, routes into the
+TUN). Before it changes anything it appends the item to a JSON journal and
+fsyncs it; only then does it talk to the kernel. `restore()` undoes the
+journal in reverse and deletes it. If the process dies, the TUN (non-persistent)
+takes its own addresses and routes with it, but the gateway host route on the
+real interface stays: `RouteManager.recover(path)` at the next start undoes
+whatever the dead owner's journal lists.
+
+The gateway host route is learned with a route lookup *before* any pushed
+route goes in, so it points where the gateway's traffic went before the tunnel
+(otherwise the TLS session itself would be routed into the TUN).
+
+pyroute2 is used only in this module. `MemoryRoutes` is the fake for engine
+tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import ipaddress
+import json
+import logging
+import os
+import pathlib
+import typing
+
+from client.errors import HostSetupError
+
+__all__ = ["HostState", "HostRoutes", "RouteManager", "MemoryRoutes"]
+
+log = logging.getLogger(__name__)
+
+_JOURNAL_VERSION = 1
+# Undo errors meaning "the thing is not there any more": not a failure.
+_GONE = {errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENOENT}
+_RTN_UNICAST = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class HostState:
+    """What the host should look like while the tunnel is up."""
+
+    interface: str
+    """Name of the TUN device."""
+    addresses: tuple[ipaddress.IPv4Interface, ...]
+    """Addresses to put on the TUN (pool address, reflector prefix)."""
+    routes: tuple[ipaddress.IPv4Network, ...]
+    """Networks to send into the TUN."""
+    gateway: ipaddress.IPv4Address
+    """The gateway's outer address; pinned with a host route if a route covers it."""
+    preferred_source: ipaddress.IPv4Address | None = None
+    """Source address for the pushed routes (the pool address when pools are on)."""
+
+    def __post_init__(self) -> None:
+        if not self.interface or len(self.interface) > 15:
+            raise ValueError(f"bad interface name {self.interface!r}")
+        object.__setattr__(self, "addresses", tuple(ipaddress.IPv4Interface(a) for a in self.addresses))
+        object.__setattr__(self, "routes", tuple(ipaddress.IPv4Network(r) for r in self.routes))
+        object.__setattr__(self, "gateway", ipaddress.IPv4Address(self.gateway))
+        if self.preferred_source is not None:
+            object.__setattr__(self, "preferred_source", ipaddress.IPv4Address(self.preferred_source))
+
+    @property
+    def gateway_covered(self) -> bool:
+        """True when a pushed route would capture the gateway's own traffic."""
+        return any(self.gateway in net for net in self.routes)
+
+
+class HostRoutes(typing.Protocol):
+    """The boundary the engine uses; `RouteManager` and `MemoryRoutes` fit it."""
+
+    def apply(self, state: HostState) -> None: ...
+
+    def restore(self) -> None: ...
+
+
+def _key(item: dict) -> tuple:
+    if item["kind"] == "address":
+        return ("address", item["interface"], item["address"])
+    return ("route", item["dst"], item["interface"], item.get("gateway"), item.get("prefsrc"))
+
+
+def _describe(item: dict) -> str:
+    if item["kind"] == "address":
+        return f"address {item['address']} on {item['interface']}"
+    via = f" via {item['gateway']}" if item.get("gateway") else ""
+    src = f" src {item['prefsrc']}" if item.get("prefsrc") else ""
+    return f"route {item['dst']}{via} dev {item['interface']}{src}"
+
+
+def _process_start(pid: int) -> int | None:
+    """Start time of a live process (clock ticks since boot), None if it is gone."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _owner_alive(owner: dict) -> bool:
+    pid = owner.get("pid")
+    return isinstance(pid, int) and _process_start(pid) == owner.get("start")
+
+
+class _Journal:
+    """The JSON file listing what we changed (or were about to change)."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = pathlib.Path(path)
+
+    def read(self) -> dict:
+        doc = json.loads(self.path.read_text())
+        if not isinstance(doc, dict) or doc.get("version") != _JOURNAL_VERSION or not isinstance(doc.get("items"), list):
+            raise ValueError(f"{self.path} is not a version-{_JOURNAL_VERSION} route journal")
+        return doc
+
+    def write(self, items: list[dict]) -> None:
+        pid = os.getpid()
+        doc = {"version": _JOURNAL_VERSION, "owner": {"pid": pid, "start": _process_start(pid)}, "items": items}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._sync_dir()
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+class RouteManager:
+    """Applies a `HostState` with pyroute2 and can always put the host back."""
+
+    def __init__(self, journal_path: pathlib.Path) -> None:
+        self._journal = _Journal(journal_path)
+        self._items: list[dict] = []
+
+    @property
+    def journal_path(self) -> pathlib.Path:
+        return self._journal.path
+
+    def apply(self, state: HostState) -> None:
+        """Make the host match `state`; idempotent. Raises HostSetupError."""
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        if not self._items and self._journal.path.exists():
+            self._adopt_journal()
+        try:
+            with IPRoute() as ipr:
+                tun = self._index(ipr, state.interface)
+                if tun is None:
+                    raise HostSetupError(f"interface {state.interface} does not exist")
+                desired = [{"kind": "address", "interface": state.interface, "address": str(a)}
+                           for a in state.addresses]
+                if state.gateway_covered:
+                    pin = self._gateway_pin(ipr, state, tun)
+                    if pin is not None:
+                        desired.append(pin)
+                src = str(state.preferred_source) if state.preferred_source else None
+                desired += [{"kind": "route", "dst": str(net), "interface": state.interface, "prefsrc": src}
+                            for net in state.routes]
+                wanted = {_key(i) for i in desired}
+                for item in reversed(list(self._items)):
+                    if _key(item) not in wanted:
+                        _undo(ipr, item)
+                        self._items.remove(item)
+                        self._journal.write(self._items)
+                for item in desired:
+                    self._ensure(ipr, item)
+        except NetlinkError as exc:
+            raise HostSetupError(f"netlink: {exc}") from None
+        except OSError as exc:
+            raise HostSetupError(f"cannot change routes: {exc}") from None
+
+    def restore(self) -> None:
+        """Undo everything this manager applied, newest first; never raises for one item."""
+        from pyroute2 import IPRoute
+
+        if not self._items:
+            if self._journal.path.exists() and self._owned_by_us():
+                self._items = self._journal.read()["items"]
+            else:
+                return
+        with IPRoute() as ipr:
+            _undo_all(ipr, self._items, self._journal)
+        self._items = []
+
+    @staticmethod
+    def recover(journal_path: pathlib.Path) -> bool:
+        """Undo a journal left by a dead process; True if there was one to undo."""
+        from pyroute2 import IPRoute
+
+        journal = _Journal(journal_path)
+        if not journal.path.exists():
+            return False
+        try:
+            doc = journal.read()
+        except (ValueError, OSError) as exc:
+            log.warning("unreadable route journal %s, removing it: %s", journal.path, exc)
+            journal.remove()
+            return True
+        owner = doc.get("owner") or {}
+        if owner.get("pid") != os.getpid() and _owner_alive(owner):
+            log.warning("route journal %s belongs to running process %s; leaving it", journal.path, owner["pid"])
+            return False
+        log.info("recovering %d host change(s) left by process %s", len(doc["items"]), owner.get("pid"))
+        with IPRoute() as ipr:
+            _undo_all(ipr, doc["items"], journal)
+        return True
+
+    # -- internals ---------------------------------------------------------
+
+    def _owned_by_us(self) -> bool:
+        try:
+            owner = self._journal.read().get("owner") or {}
+        except (ValueError, OSError):
+            return False
+        return owner.get("pid") == os.getpid()
+
+    def _adopt_journal(self) -> None:
+        if self._owned_by_us():
+            self._items = self._journal.read()["items"]
+        elif not RouteManager.recover(self._journal.path):
+            raise HostSetupError(f"route journal {self._journal.path} is in use by another process")
+        else:
+            log.warning("undid host changes left by a previous run before applying")
+
+    @staticmethod
+    def _index(ipr, name: str) -> int | None:
+        found = ipr.link_lookup(ifname=name)
+        return found[0] if found else None
+
+    def _gateway_pin(self, ipr, state: HostState, tun: int) -> dict | None:
+        dst = f"{state.gateway}/32"
+        for item in self._items:
+            if item.get("role") == "gateway" and item["dst"] == dst:
+                return item  # already pinned; a fresh lookup would only find our own pin
+        try:
+            found = ipr.route("get", dst=str(state.gateway))
+        except Exception as exc:
+            raise HostSetupError(f"no route to the gateway {state.gateway}: {exc}") from None
+        route = list(found)[0]
+        if route.get("type") != _RTN_UNICAST:
+            return None  # local/broadcast: the local table wins over anything we push
+        oif = route.get("RTA_OIF")
+        if oif == tun:
+            raise HostSetupError(f"the gateway {state.gateway} is already routed into {state.interface}")
+        link = ipr.get_links(oif)[0]
+        return {"kind": "route", "role": "gateway", "dst": dst, "gateway": route.get("RTA_GATEWAY"),
+                "interface": link.get("IFLA_IFNAME"), "oif": oif, "prefsrc": None}
+
+    def _ensure(self, ipr, item: dict) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        owned = any(_key(i) == _key(item) for i in self._items)
+        if not owned:
+            self._items.append(item)
+            self._journal.write(self._items)  # write down first, then change
+        try:
+            _add(ipr, item)
+            log.info("added %s", _describe(item))
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST and owned:
+                return
+            if not owned:
+                self._items.remove(item)
+                self._journal.write(self._items)
+            if exc.code == errno.EEXIST and _exists(ipr, item):
+                log.info("%s was already there; leaving it to its owner", _describe(item))
+                return
+            raise HostSetupError(f"cannot add {_describe(item)}: {exc.args[-1]}") from None
+
+
+def _args(ipr, item: dict) -> dict | None:
+    index = RouteManager._index(ipr, item["interface"])
+    if index is None:
+        return None
+    if item["kind"] == "address":
+        iface = ipaddress.IPv4Interface(item["address"])
+        return {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
+    args = {"dst": item["dst"], "oif": index}
+    if item.get("gateway"):
+        args["gateway"] = item["gateway"]
+    if item.get("prefsrc"):
+        args["prefsrc"] = item["prefsrc"]
+    return args
+
+
+def _add(ipr, item: dict) -> None:
+    args = _args(ipr, item)
+    if args is None:
+        raise HostSetupError(f"interface {item['interface']} disappeared")
+    if item["kind"] == "address":
+        ipr.addr("add", **args)
+    else:
+        ipr.route("add", **args)
+
+
+def _exists(ipr, item: dict) -> bool:
+    """Whether an equivalent address or route is present (someone else's)."""
+    args = _args(ipr, item)
+    if args is None:
+        return False
+    if item["kind"] == "address":
+        return any(a.get("IFA_ADDRESS") == args["address"] and a.get("prefixlen") == args["prefixlen"]
+                   for a in ipr.get_addr(index=args["index"]))
+    net = ipaddress.IPv4Network(item["dst"])
+    for r in ipr.get_routes(family=2, table=254):
+        if (r.get("dst_len") == net.prefixlen and r.get("RTA_DST", "0.0.0.0") == str(net.network_address)
+                and r.get("RTA_OIF") == args["oif"] and r.get("RTA_GATEWAY") == args.get("gateway")):
+            return True
+    return False
+
+
+def _undo(ipr, item: dict) -> None:
+    """Remove one item; raises on failure, returns quietly if it is already gone."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    args = _args(ipr, item)
+    if args is None:
+        log.info("%s already gone (no interface)", _describe(item))
+        return
+    try:
+        if item["kind"] == "address":
+            ipr.addr("del", **args)
+        else:
+            # proto 0 and scope "nowhere" match any protocol and scope, as `ip route del` does.
+            ipr.route("del", proto=0, scope=255, **args)
+    except NetlinkError as exc:
+        if exc.code in _GONE:
+            log.info("%s already gone", _describe(item))
+            return
+        raise
+    log.info("removed %s", _describe(item))
+
+
+def _undo_all(ipr, items: list[dict], journal: _Journal) -> None:
+    """Undo items newest first; log each failure at WARNING and carry on."""
+    remaining = list(items)
+    while remaining:
+        item = remaining.pop()
+        try:
+            _undo(ipr, item)
+        except Exception as exc:
+            log.warning("could not undo %r: %s", item, exc)
+        journal.write(remaining)
+    journal.remove()
+
+
+class MemoryRoutes:
+    """In-memory stand-in for `RouteManager`: records what the engine asked for."""
+
+    def __init__(self, journal_path: pathlib.Path | None = None) -> None:
+        self.state: HostState | None = None
+        """The state currently applied, None when restored."""
+        self.applied: list[HostState] = []
+        """Every state passed to apply(), in order."""
+        self.restore_count = 0
+        """How many times restore() was called."""
+        self.fail_with: Exception | None = None
+        """Set to make the next apply() raise this."""
+
+    @property
+    def pinned_gateway(self) -> ipaddress.IPv4Address | None:
+        """The gateway a real manager would pin a host route for."""
+        return self.state.gateway if self.state and self.state.gateway_covered else None
+
+    def apply(self, state: HostState) -> None:
+        if self.fail_with is not None:
+            exc, self.fail_with = self.fail_with, None
+            raise exc
+        self.state = state
+        self.applied.append(state)
+
+    def restore(self) -> None:
+        self.state = None
+        self.restore_count += 1
+
+    @staticmethod
+    def recover(journal_path: pathlib.Path) -> bool:
+        return False

@@ -1,0 +1,160 @@
+"""The TUN boundary: a device that yields and accepts whole IP packets.
+
+`TunDevice` is the interface the engine uses. `KernelTun` is the real device
+(python-pytun, IFF_TUN | IFF_NO_PI, non-persistent, non-blocking fd), so it
+disappears, with its addresses and routes, when the process ends.
+`MemoryTun` is the in-memory fake for fast tests; its fileno() is a real pipe
+that is readable exactly while packets are queued, so asyncio's add_reader
+works on it just as on the kernel device.
+
+Both are read the same way: when the fd is readable, call read() until it
+returns None.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import fcntl
+import os
+import typing
+
+__all__ = ["TunDevice", "KernelTun", "MemoryTun"]
+
+# Slack above the MTU for one read: with IFF_NO_PI the kernel never hands out
+# more than the MTU, but a larger buffer costs nothing and avoids truncation if
+# the MTU is raised behind our back.
+_READ_SLACK = 256
+
+
+class TunDevice(typing.Protocol):
+    """A TUN device carrying raw IPv4/IPv6 packets, no packet-info header."""
+
+    name: str
+
+    def fileno(self) -> int:
+        """A file descriptor that is readable while packets are waiting."""
+
+    def read(self) -> bytes | None:
+        """One packet, or None when nothing is waiting (never blocks)."""
+
+    def write(self, packet: bytes) -> None:
+        """Hand one packet to the host's IP stack."""
+
+    def close(self) -> None:
+        """Release the device; idempotent."""
+
+
+class KernelTun:
+    """A real, non-persistent TUN device, up and with the given MTU.
+
+    Needs CAP_NET_ADMIN. `name` may contain "%d" for the kernel to pick a
+    free number; the attribute holds the name actually given.
+    """
+
+    def __init__(self, name: str = "tg%d", mtu: int = 65000) -> None:
+        import pytun  # imported here so the fake works without the C module
+
+        if not 68 <= mtu <= 65535:
+            raise ValueError(f"TUN MTU must be within 68..65535, not {mtu}")
+        self._dev = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+        try:
+            self._dev.persist(False)
+            self._dev.mtu = mtu
+            self._dev.up()
+            fd = self._dev.fileno()
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        except BaseException:
+            self._dev.close()
+            raise
+        self._fd = fd
+        self._bufsize = mtu + _READ_SLACK
+        self.name: str = self._dev.name
+        self.mtu = mtu
+        self._closed = False
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self) -> bytes | None:
+        try:
+            return os.read(self._fd, self._bufsize)
+        except BlockingIOError:
+            return None
+
+    def write(self, packet: bytes) -> None:
+        os.write(self._fd, packet)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._dev.close()
+
+    def __repr__(self) -> str:
+        return f"KernelTun(name={self.name!r}, mtu={self.mtu})"
+
+
+class MemoryTun:
+    """In-memory TUN for tests.
+
+    `inject(packet)` queues a packet as if the host had sent it into the
+    tunnel; `read()` returns queued packets in order. Packets the engine
+    writes are appended to `written`.
+    """
+
+    def __init__(self, name: str = "memtun0", mtu: int = 65000) -> None:
+        self.name = name
+        self.mtu = mtu
+        self.written: list[bytes] = []
+        self._queue: collections.deque[bytes] = collections.deque()
+        # The pipe holds one byte while the queue is non-empty: level-triggered
+        # readiness, like the kernel device.
+        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._closed = False
+
+    def fileno(self) -> int:
+        self._check_open()
+        return self._rfd
+
+    def inject(self, packet: bytes) -> None:
+        """Queue a packet for read(), as if a local application had sent it."""
+        self._check_open()
+        if not self._queue:
+            os.write(self._wfd, b"\x01")
+        self._queue.append(bytes(packet))
+
+    def read(self) -> bytes | None:
+        self._check_open()
+        if not self._queue:
+            return None
+        packet = self._queue.popleft()
+        if not self._queue:
+            os.read(self._rfd, 1)
+        return packet
+
+    def write(self, packet: bytes) -> None:
+        self._check_open()
+        self.written.append(bytes(packet))
+
+    @property
+    def pending(self) -> int:
+        """Number of injected packets not read yet."""
+        return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.clear()
+            os.close(self._rfd)
+            os.close(self._wfd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, f"{self.name} is closed")
+
+    def __repr__(self) -> str:
+        return f"MemoryTun(name={self.name!r}, pending={len(self._queue)}, written={len(self.written)})"

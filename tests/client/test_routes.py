@@ -1,0 +1,242 @@
+"""RouteManager on a real TUN in the lab's client namespace, and MemoryRoutes."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import signal
+import subprocess
+import textwrap
+
+import pytest
+
+from client.routes import HostState, MemoryRoutes
+from tests.lab import topology as topo
+
+NEXTHOP_NET = "203.0.113.0/24"
+PUSHED_NET = "203.0.113.0/25"
+"""Pushed by the gateway; covers REMOTE_GATEWAY, narrower than NEXTHOP_NET."""
+REMOTE_GATEWAY = "203.0.113.9"
+
+# Runs in the client namespace: makes a TUN, then obeys one command a line.
+DRIVER = textwrap.dedent("""
+    import ipaddress, json, logging, pathlib, sys
+    from client.routes import HostState, RouteManager
+    from client.tun import KernelTun
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    spec = json.loads(sys.argv[1])
+    tun = KernelTun()
+    state = HostState(interface=tun.name, addresses=tuple(spec["addresses"]), routes=tuple(spec["routes"]),
+                      gateway=spec["gateway"], preferred_source=spec.get("src"))
+    manager = RouteManager(pathlib.Path(spec["journal"]))
+    print(tun.name, flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        try:
+            if command[0] == "apply":
+                if len(command) > 1:  # apply a state with fewer routes
+                    state = HostState(interface=tun.name, addresses=state.addresses,
+                                      routes=tuple(command[1:]), gateway=state.gateway,
+                                      preferred_source=state.preferred_source)
+                manager.apply(state)
+            elif command[0] == "restore":
+                manager.restore()
+            elif command[0] == "close-tun":
+                tun.close()
+            print("ok", flush=True)
+        except Exception as exc:
+            print("error", type(exc).__name__, exc, flush=True)
+""")
+
+
+class Driver:
+    """A RouteManager with its own TUN in a subprocess in the client namespace."""
+
+    def __init__(self, lab, tmp_path, *, routes, gateway, addresses=("10.200.0.5/24", "198.18.255.1/30"),
+                 src="10.200.0.5") -> None:
+        self.journal = tmp_path / "routes.journal"
+        self.log = tmp_path / "driver.log"
+        spec = {"addresses": list(addresses), "routes": list(routes), "gateway": gateway,
+                "src": src, "journal": str(self.journal)}
+        self.proc = lab.popen_python(lab.client, DRIVER, json.dumps(spec), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=open(self.log, "w"), text=True)
+        self.tun = self.proc.stdout.readline().strip()
+        assert self.tun, self.log.read_text()
+
+    def do(self, command: str) -> None:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().strip()
+        assert answer == "ok", f"{answer}\n{self.log.read_text()}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+
+
+def routes(lab) -> list[dict]:
+    return json.loads(lab.run(lab.client, ["ip", "-j", "route", "show"]).stdout)
+
+
+def route_to(lab, dst: str) -> dict | None:
+    return next((r for r in routes(lab) if r["dst"] == dst), None)
+
+
+def addresses(lab, ifname: str) -> list[str]:
+    done = lab.run(lab.client, ["ip", "-j", "addr", "show", "dev", ifname], check=False)
+    if done.returncode != 0:
+        return []
+    return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(done.stdout) for a in link["addr_info"]
+            if a["family"] == "inet"]
+
+
+@pytest.fixture
+def nexthop(lab):
+    """A route in the client namespace that reaches REMOTE_GATEWAY via the lab gateway."""
+    lab.run(lab.client, ["ip", "route", "add", NEXTHOP_NET, "via", str(topo.GATEWAY_OUTER)])
+    yield
+    lab.run(lab.client, ["ip", "route", "del", NEXTHOP_NET], check=False)
+    lab.run(lab.client, ["ip", "route", "del", f"{REMOTE_GATEWAY}/32"], check=False)
+
+
+@pytest.mark.lab
+def test_apply_installs_everything_and_restore_removes_it(lab, tmp_path, nexthop):
+    """apply() adds addresses, routes with src and a gateway pin via the old nexthop; restore() undoes all."""
+    before = routes(lab)
+    driver = Driver(lab, tmp_path, routes=[str(topo.INTRANET_NET), str(topo.DENIED_NET), PUSHED_NET],
+                    gateway=REMOTE_GATEWAY)
+    try:
+        driver.do("apply")
+        assert sorted(addresses(lab, driver.tun)) == ["10.200.0.5/24", "198.18.255.1/30"]
+        intranet = route_to(lab, str(topo.INTRANET_NET))
+        assert intranet["dev"] == driver.tun and intranet["prefsrc"] == "10.200.0.5"
+        assert route_to(lab, PUSHED_NET)["dev"] == driver.tun
+        pin = route_to(lab, REMOTE_GATEWAY)
+        assert (pin["gateway"], pin["dev"]) == (str(topo.GATEWAY_OUTER), topo.OUTER_IF)
+        journal = json.loads(driver.journal.read_text())
+        assert journal["owner"]["pid"] == driver.proc.pid and len(journal["items"]) == 6
+        driver.do("restore")
+        assert routes(lab) == before
+        assert addresses(lab, driver.tun) == []
+        assert not driver.journal.exists()
+    finally:
+        driver.stop()
+
+
+@pytest.mark.lab
+def test_apply_twice_changes_nothing_and_a_smaller_state_drops_routes(lab, tmp_path):
+    """A second identical apply() is a no-op; applying fewer routes removes the rest."""
+    driver = Driver(lab, tmp_path, routes=[str(topo.INTRANET_NET), str(topo.DENIED_NET)],
+                    gateway=str(topo.GATEWAY_OUTER))
+    try:
+        driver.do("apply")
+        first, journal = routes(lab), driver.journal.read_text()
+        driver.do("apply")
+        assert routes(lab) == first and driver.journal.read_text() == journal
+        driver.do(f"apply {topo.INTRANET_NET}")
+        assert route_to(lab, str(topo.DENIED_NET)) is None
+        assert route_to(lab, str(topo.INTRANET_NET))["dev"] == driver.tun
+        driver.do("restore")
+    finally:
+        driver.stop()
+
+
+@pytest.mark.lab
+def test_on_link_gateway_is_pinned_without_a_nexthop(lab, tmp_path):
+    """A default route into the TUN pins the on-link gateway as a plain device route."""
+    driver = Driver(lab, tmp_path, routes=["0.0.0.0/0"], gateway=str(topo.GATEWAY_OUTER))
+    try:
+        driver.do("apply")
+        pin = route_to(lab, str(topo.GATEWAY_OUTER))
+        assert pin["dev"] == topo.OUTER_IF and "gateway" not in pin
+        assert route_to(lab, "default")["dev"] == driver.tun
+        lab.run(lab.client, ["ping", "-c", "1", "-W", "2", str(topo.GATEWAY_OUTER)])
+        driver.do("restore")
+        assert route_to(lab, str(topo.GATEWAY_OUTER)) is None and route_to(lab, "default") is None
+    finally:
+        driver.stop()
+
+
+@pytest.mark.lab
+def test_recover_after_a_crash_removes_the_leftover_gateway_route(lab, tmp_path, nexthop):
+    """After kill -9 the pin survives on the real interface; recover() in a new process removes it."""
+    driver = Driver(lab, tmp_path, routes=[str(topo.INTRANET_NET), PUSHED_NET], gateway=REMOTE_GATEWAY)
+    driver.do("apply")
+    driver.proc.send_signal(signal.SIGKILL)
+    driver.proc.wait(timeout=10)
+    assert route_to(lab, REMOTE_GATEWAY) is not None
+    assert route_to(lab, str(topo.INTRANET_NET)) is None  # went with the TUN
+    source = ("import pathlib, sys\nfrom client.routes import RouteManager\n"
+              "print(RouteManager.recover(pathlib.Path(sys.argv[1])), RouteManager.recover(pathlib.Path(sys.argv[1])))")
+    assert lab.run_python(lab.client, source, str(driver.journal)).stdout.split() == ["True", "False"]
+    assert route_to(lab, REMOTE_GATEWAY) is None
+    assert route_to(lab, NEXTHOP_NET)["gateway"] == str(topo.GATEWAY_OUTER)
+    assert not driver.journal.exists()
+
+
+@pytest.mark.lab
+def test_restore_with_items_already_gone_does_not_raise(lab, tmp_path, nexthop):
+    """restore() after the TUN and the pin vanished reports them as already gone and succeeds."""
+    driver = Driver(lab, tmp_path, routes=[PUSHED_NET], gateway=REMOTE_GATEWAY)
+    try:
+        driver.do("apply")
+        driver.do("close-tun")
+        lab.run(lab.client, ["ip", "route", "del", f"{REMOTE_GATEWAY}/32"])
+        driver.do("restore")
+        assert not driver.journal.exists()
+    finally:
+        driver.stop()
+    log = driver.log.read_text()
+    assert "already gone" in log and "WARNING" not in log
+
+
+@pytest.mark.lab
+def test_recover_logs_an_item_it_cannot_undo_and_undoes_the_rest(lab, tmp_path):
+    """A journal item that cannot be undone is logged at WARNING; the other items are still undone."""
+    lab.run(lab.client, ["ip", "route", "add", "198.51.100.7/32", "dev", topo.OUTER_IF])
+    journal = tmp_path / "leftover.journal"
+    items = [{"kind": "route", "dst": "198.51.100.7/32", "gateway": None, "interface": topo.OUTER_IF,
+              "prefsrc": None},
+             {"kind": "route", "dst": "not-a-network", "interface": topo.OUTER_IF}]
+    journal.write_text(json.dumps({"version": 1, "owner": {"pid": 999999999, "start": 0}, "items": items}))
+    source = ("import logging, pathlib, sys\nfrom client.routes import RouteManager\n"
+              "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')\n"
+              "print(RouteManager.recover(pathlib.Path(sys.argv[1])))")
+    done = lab.run_python(lab.client, source, str(journal))
+    assert done.stdout.strip() == "True"
+    assert "WARNING could not undo" in done.stderr and "not-a-network" in done.stderr
+    assert route_to(lab, "198.51.100.7") is None
+    assert not journal.exists()
+
+
+@pytest.mark.lab
+def test_a_pushed_route_clashing_with_an_existing_one_fails_clearly(lab, tmp_path, nexthop):
+    """Pushing exactly a network the host already routes elsewhere raises HostSetupError; restore cleans up."""
+    driver = Driver(lab, tmp_path, routes=[str(topo.INTRANET_NET), NEXTHOP_NET], gateway=str(topo.GATEWAY_OUTER))
+    try:
+        with pytest.raises(AssertionError, match=f"HostSetupError cannot add route {NEXTHOP_NET}.*File exists"):
+            driver.do("apply")
+        driver.do("restore")
+        assert route_to(lab, str(topo.INTRANET_NET)) is None
+        assert route_to(lab, NEXTHOP_NET)["gateway"] == str(topo.GATEWAY_OUTER)
+        assert not driver.journal.exists()
+    finally:
+        driver.stop()
+
+
+def test_memory_routes_records_applied_state_and_restore():
+    """MemoryRoutes keeps the applied state, knows when the gateway would be pinned, and forgets on restore."""
+    fake = MemoryRoutes()
+    state = HostState(interface="memtun0", addresses=(ipaddress.IPv4Interface("10.200.0.5/24"),),
+                      routes=(ipaddress.IPv4Network("0.0.0.0/0"),), gateway=ipaddress.IPv4Address("192.0.2.1"))
+    fake.apply(state)
+    assert fake.state == state and fake.pinned_gateway == ipaddress.IPv4Address("192.0.2.1")
+    fake.restore()
+    assert fake.state is None and fake.restore_count == 1 and fake.applied == [state]
+
+
+def test_host_state_rejects_a_bad_interface_name():
+    """HostState validates its input instead of failing later in netlink."""
+    with pytest.raises(ValueError):
+        HostState(interface="x" * 16, addresses=(), routes=(), gateway=ipaddress.IPv4Address("192.0.2.1"))

@@ -1,0 +1,288 @@
+"""Intranet servers for the lab, and the programs they run.
+
+Launchers (`start_http`, `start_iperf3`, `start_tcp_sink`, `start_tcp_logger`)
+start a server inside a lab namespace, wait until it listens and return a
+`Server` whose log file can be read with `log_text()`.
+
+The TCP sink speaks "echo-hash", made for "N bytes each way, equal SHA-256":
+
+    client -> server   8 bytes N (big-endian), then N bytes
+    server -> client   SHA-256 hex of the N bytes received + "\n",
+                       then N bytes of `pattern(N)`,
+                       then SHA-256 hex of those N bytes + "\n"
+
+The client compares the first line with its own digest of what it sent, and
+the digest of what it read with the last line. `sink_exchange()` is that
+client; run it in the client namespace with
+`python -m tests.lab.servers sink-client ADDRESS PORT N` (prints JSON).
+
+The TCP logger accepts every connection, writes "PEER_IP PEER_PORT" to its log
+and closes it: it proves whether anything reached an intranet address at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import pathlib
+import random
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import time
+import typing
+
+if typing.TYPE_CHECKING:
+    from tests.lab.netns import Lab
+
+__all__ = ["Server", "start_http", "start_iperf3", "start_tcp_sink", "start_tcp_logger",
+           "pattern", "pattern_digest", "sink_exchange", "SinkResult"]
+
+CHUNK = 1 << 16
+PATTERN_SEED = 0x7467
+
+
+@dataclasses.dataclass
+class Server:
+    """A server process running in a lab namespace."""
+
+    kind: str
+    """"http", "iperf3", "sink" or "logger"."""
+    namespace: str
+    address: str
+    port: int
+    process: subprocess.Popen
+    log_path: pathlib.Path
+    """Where the server writes its log (access log, peers)."""
+
+    def log_text(self) -> str:
+        """The log so far ("" if nothing was written)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def peers(self) -> list[str]:
+        """Peer IP addresses in the log, one per connection (or request), in order."""
+        return [line.split()[0] for line in self.log_text().splitlines()
+                if line.strip() and line.split()[0][:1].isdigit()]
+
+    def stop(self) -> None:
+        """Stop the server now (the lab would do it at close() anyway)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_http(lab: Lab, address, port: int, root_dir: pathlib.Path) -> Server:
+    """Python's http.server serving root_dir; its access log records each peer."""
+    argv = [sys.executable, "-u", "-m", "http.server", "--bind", str(address),
+            "--directory", str(root_dir), str(port)]
+    return _start(lab, "http", address, port, argv, stderr_is_log=True)
+
+
+def start_iperf3(lab: Lab, address, port: int = 5201) -> Server:
+    """An iperf3 server bound to address:port."""
+    return _start(lab, "iperf3", address, port,
+                  ["iperf3", "--server", "--bind", str(address), "--port", str(port)], stderr_is_log=False)
+
+
+def start_tcp_sink(lab: Lab, address, port: int) -> Server:
+    """The echo-hash TCP server (see the module docstring)."""
+    return _start_program(lab, "sink", address, port)
+
+
+def start_tcp_logger(lab: Lab, address, port: int) -> Server:
+    """A TCP server that logs the peer of every connection and closes it."""
+    return _start_program(lab, "logger", address, port)
+
+
+def _start_program(lab: Lab, kind: str, address, port: int) -> Server:
+    argv = [sys.executable, "-u", "-m", "tests.lab.servers", kind, str(address), str(port), "{log}"]
+    return _start(lab, kind, address, port, argv, stderr_is_log=False)
+
+
+def _start(lab: Lab, kind: str, address, port: int, argv: list[str], *, stderr_is_log: bool) -> Server:
+    ns = lab.intranet
+    log_path = lab.workdir / f"{kind}-{address}-{port}.log"
+    out_path = lab.workdir / f"{kind}-{address}-{port}.out"
+    argv = [a.replace("{log}", str(log_path)) for a in argv]
+    with open(out_path, "ab") as out:
+        target = log_path if stderr_is_log else out_path
+        with open(target, "ab") as err:
+            proc = lab.popen(ns, argv, cwd=str(_repo_root()), env=lab.python_env(),
+                             stdout=out, stderr=err)
+    server = Server(kind=kind, namespace=ns, address=str(address), port=port, process=proc, log_path=log_path)
+    _wait_listening(lab, server, out_path)
+    return server
+
+
+def _repo_root() -> pathlib.Path:
+    return pathlib.Path(__file__).resolve().parents[2]
+
+
+def _wait_listening(lab: Lab, server: Server, out_path: pathlib.Path, timeout: float = 10.0) -> None:
+    # Ask the kernel (ss) rather than connecting: a test connection would show
+    # up in the logger's record.
+    want = f"{server.address}:{server.port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.kind} server exited with {server.process.returncode}: "
+                               f"{out_path.read_text(errors='replace')[-2000:]}")
+        listening = lab.run(server.namespace, ["ss", "-Hltn"]).stdout.split()
+        if want in listening:
+            return
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"{server.kind} server did not listen on {want} within {timeout}s")
+
+
+# -- the echo-hash pattern and client -----------------------------------------
+
+def pattern(n: int, seed: int = PATTERN_SEED) -> typing.Iterator[bytes]:
+    """n deterministic pseudo-random bytes, in chunks of at most 64 KiB."""
+    rng = random.Random(seed)
+    while n > 0:
+        chunk = rng.randbytes(CHUNK)
+        yield chunk[:n] if n < CHUNK else chunk
+        n -= CHUNK
+
+
+def pattern_digest(n: int, seed: int = PATTERN_SEED) -> str:
+    """SHA-256 hex of pattern(n, seed)."""
+    h = hashlib.sha256()
+    for chunk in pattern(n, seed):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkResult:
+    """Outcome of one echo-hash exchange."""
+
+    up_ok: bool
+    """The server's digest of what we sent equals ours."""
+    down_ok: bool
+    """We received N bytes and their digest equals the server's."""
+    received: int
+    """Payload bytes received from the server."""
+    seconds: float
+    """Wall time of the whole exchange."""
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        part = sock.recv(n - len(buf))
+        if not part:
+            raise ConnectionError(f"peer closed after {len(buf)} of {n} bytes")
+        buf += part
+    return bytes(buf)
+
+
+def sink_exchange(address: str, port: int, size: int, timeout: float = 120.0) -> SinkResult:
+    """Send `size` pattern bytes to a sink, read `size` back, and check both digests."""
+    start = time.monotonic()
+    with socket.create_connection((str(address), port), timeout=timeout) as sock:
+        sock.sendall(struct.pack("!Q", size))
+        sent = hashlib.sha256()
+        for chunk in pattern(size):
+            sock.sendall(chunk)
+            sent.update(chunk)
+        f = sock.makefile("rb")
+        echoed = f.readline().decode("ascii", "replace").strip()
+        got, received = hashlib.sha256(), 0
+        while received < size:
+            part = f.read(min(1 << 20, size - received))
+            if not part:
+                break
+            got.update(part)
+            received += len(part)
+        server_sent = f.readline().decode("ascii", "replace").strip()
+    return SinkResult(up_ok=echoed == sent.hexdigest(),
+                      down_ok=received == size and got.hexdigest() == server_sent,
+                      received=received, seconds=time.monotonic() - start)
+
+
+# -- the server programs (run as `python -m tests.lab.servers KIND ...`) --------
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    log_file: typing.TextIO
+
+    def record(self, line: str) -> None:
+        self.log_file.write(line + "\n")
+        self.log_file.flush()
+
+
+class _SinkHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock = self.request
+        peer = f"{self.client_address[0]} {self.client_address[1]}"
+        try:
+            (size,) = struct.unpack("!Q", _recv_exact(sock, 8))
+            got, left = hashlib.sha256(), size
+            while left:
+                part = sock.recv(min(1 << 20, left))
+                if not part:
+                    raise ConnectionError(f"client closed with {left} bytes missing")
+                got.update(part)
+                left -= len(part)
+            sock.sendall(got.hexdigest().encode("ascii") + b"\n")
+            sent = hashlib.sha256()
+            for chunk in pattern(size):
+                sock.sendall(chunk)
+                sent.update(chunk)
+            sock.sendall(sent.hexdigest().encode("ascii") + b"\n")
+            self.server.record(f"{peer} size={size} received_sha256={got.hexdigest()}")
+        except (OSError, struct.error) as exc:
+            self.server.record(f"{peer} error={exc}")
+
+
+class _LoggerHandler(socketserver.BaseRequestHandler):
+    def setup(self) -> None:
+        self.server.record(f"{self.client_address[0]} {self.client_address[1]}")
+
+    def handle(self) -> None:
+        pass
+
+
+def _serve(kind: str, address: str, port: int, log_path: str) -> None:
+    handler = {"sink": _SinkHandler, "logger": _LoggerHandler}[kind]
+    server = _Server((address, port), handler)
+    with open(log_path, "a") as log_file:
+        server.log_file = log_file
+        server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.lab.servers")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for kind in ("sink", "logger"):
+        p = sub.add_parser(kind)
+        p.add_argument("address")
+        p.add_argument("port", type=int)
+        p.add_argument("log")
+    p = sub.add_parser("sink-client")
+    p.add_argument("address")
+    p.add_argument("port", type=int)
+    p.add_argument("size", type=int)
+    args = parser.parse_args(argv)
+    if args.cmd == "sink-client":
+        print(json.dumps(dataclasses.asdict(sink_exchange(args.address, args.port, args.size))))
+    else:
+        _serve(args.cmd, args.address, args.port, args.log)
+
+
+if __name__ == "__main__":
+    main()
