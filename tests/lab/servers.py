@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import http.server
 import json
 import pathlib
 import random
@@ -83,10 +84,12 @@ class Server:
 
 
 def start_http(lab: Lab, address, port: int, root_dir: pathlib.Path) -> Server:
-    """Python's http.server serving root_dir; its access log records each peer."""
-    argv = [sys.executable, "-u", "-m", "http.server", "--bind", str(address),
-            "--directory", str(root_dir), str(port)]
-    return _start(lab, "http", address, port, argv, stderr_is_log=True)
+    """Python's http.server serving root_dir (with a deep accept backlog, so that
+    hundreds of simultaneous connections are not refused); its access log
+    records each peer."""
+    argv = [sys.executable, "-u", "-m", "tests.lab.servers", "http", str(address), str(port),
+            "{log}", "--root", str(root_dir)]
+    return _start(lab, "http", address, port, argv, stderr_is_log=False)
 
 
 def start_iperf3(lab: Lab, address, port: int = 5201) -> Server:
@@ -218,6 +221,7 @@ def sink_exchange(address: str, port: int, size: int, timeout: float = 120.0) ->
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024
     log_file: typing.TextIO
 
     def record(self, line: str) -> None:
@@ -257,6 +261,24 @@ class _LoggerHandler(socketserver.BaseRequestHandler):
         pass
 
 
+class _HttpServer(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024
+
+
+def _serve_http(address: str, port: int, log_path: str, root: str) -> None:
+    log_file = open(log_path, "a", buffering=1)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=root, **kwargs)
+
+        def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base's name
+            log_file.write(f"{self.client_address[0]} - - [{self.log_date_time_string()}] "
+                           f"{format % args}\n")
+
+    _HttpServer((address, port), Handler).serve_forever()
+
+
 def _serve(kind: str, address: str, port: int, log_path: str) -> None:
     handler = {"sink": _SinkHandler, "logger": _LoggerHandler}[kind]
     server = _Server((address, port), handler)
@@ -268,11 +290,13 @@ def _serve(kind: str, address: str, port: int, log_path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.lab.servers")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for kind in ("sink", "logger"):
+    for kind in ("sink", "logger", "http"):
         p = sub.add_parser(kind)
         p.add_argument("address")
         p.add_argument("port", type=int)
         p.add_argument("log")
+        if kind == "http":
+            p.add_argument("--root", required=True)
     p = sub.add_parser("sink-client")
     p.add_argument("address")
     p.add_argument("port", type=int)
@@ -280,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.cmd == "sink-client":
         print(json.dumps(dataclasses.asdict(sink_exchange(args.address, args.port, args.size))))
+    elif args.cmd == "http":
+        _serve_http(args.address, args.port, args.log, args.root)
     else:
         _serve(args.cmd, args.address, args.port, args.log)
 

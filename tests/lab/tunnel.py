@@ -64,6 +64,12 @@ class ClientProcess:
         self.wait_for("\0", timeout=2.0)   # drain the rest of the output
         return code
 
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for the client to exit on its own; returns the exit status."""
+        code = self.proc.wait(timeout)
+        self.wait_for("\0", timeout=2.0)
+        return code
+
     def output(self) -> str:
         """Everything printed so far (stdout and stderr)."""
         return "\n".join(self.lines)
