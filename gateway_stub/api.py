@@ -40,7 +40,7 @@ class ApiResponse:
         return json.dumps(self.body, sort_keys=True).encode()
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Session:
     """One logged-in user."""
 
@@ -221,6 +221,11 @@ class GatewayApi:
             return ConnectDecision(False, 403, "destination_ip_prohibited", verdict.reason,
                                    session, host, port)
         return ConnectDecision(True, 200, "", verdict.reason, session, host, port)
+
+    def expire(self, now: float, max_idle: float) -> list[Session]:
+        """End sessions unused for ``max_idle`` seconds (tokens and leases)."""
+        stale = [t for t, s in self._sessions.items() if now - s.last_used > max_idle]
+        return [s for s in (self.logout(t) for t in stale) if s is not None]
 
     def sessions(self) -> list[Session]:
         """Live sessions (for status and tests)."""

@@ -73,6 +73,7 @@ class GatewayConnection(Link):
         self.last_rx = time.monotonic()
         self._watchdog: asyncio.Task | None = None
         self._pipes: set[StreamPipe] = set()
+        self.sessions: set[Session] = set()
 
     def connection_made(self, transport) -> None:
         peer = transport.get_extra_info("peername")
@@ -96,12 +97,22 @@ class GatewayConnection(Link):
         super().connection_lost(exc)
 
     async def _watch(self) -> None:
-        idle = self.gateway.config.server.session_idle_timeout
+        """Close the connection when it goes quiet; end flows idle too long;
+        keep the sessions used on a live connection from expiring."""
+        limits = self.gateway.config.server
+        idle = limits.session_idle_timeout
         while self.is_open:
-            await asyncio.sleep(min(idle / 4, 15.0))
-            if time.monotonic() - self.last_rx > idle:
+            await asyncio.sleep(min(idle / 4, limits.idle_timeout / 4, 15.0))
+            now = time.monotonic()
+            if now - self.last_rx > idle:
                 log.info("closing idle connection from %s", self.peer)
                 self.close("idle")
+                return
+            for session in self.sessions:
+                session.last_used = now
+            for pipe in [p for p in self._pipes if now - p.last_active > limits.idle_timeout]:
+                pipe.error = "idle timeout"
+                pipe.abort()
 
     # -- requests -------------------------------------------------------------
     def _on_request(self, ev: m.RequestReceived) -> None:
@@ -124,6 +135,8 @@ class GatewayConnection(Link):
                                                   lambda body: self._login(ev.stream_id, body)))
         elif method == "GET" and path == "/api/v1/config":
             session = api.session_for(h, now)
+            if session is not None:
+                self.sessions.add(session)
             if session is None:
                 self._answer(ev.stream_id, ApiResponse(401, {"error": "not logged in"}))
             else:
@@ -178,6 +191,8 @@ class GatewayConnection(Link):
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         session = decision.session
+        if session is not None:
+            self.sessions.add(session)
 
         def done(pipe: StreamPipe) -> None:
             self._pipes.discard(pipe)
@@ -256,10 +271,20 @@ class Gateway:
         """Serve until ``stop`` is set."""
         for addr in await self.start():
             log.info("gateway listening on %s:%d", *addr)
+        sweeper = asyncio.get_running_loop().create_task(self._sweep())
         try:
             await stop.wait()
         finally:
+            sweeper.cancel()
             self._server.close()
+
+    async def _sweep(self) -> None:
+        """End sessions nobody used for session_idle_timeout (frees tokens and leases)."""
+        max_idle = self.config.server.session_idle_timeout
+        while True:
+            await asyncio.sleep(min(max_idle / 4, 30.0))
+            for session in self.api.expire(time.monotonic(), max_idle):
+                log.info("session %s of %s expired", session.id, session.user.name)
 
 
 def serve(config: GatewayConfig) -> int:

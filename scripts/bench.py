@@ -54,6 +54,7 @@ LATENCY_CLIENT = textwrap.dedent("""
 """)
 
 NGINX_CONF = """
+user root;
 worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log;

@@ -24,6 +24,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+import client.wire.h2speed  # noqa: F401 - removes a per-frame repr cost
+
 
 #: Per-stream receive window we advertise (bytes in flight per stream).
 STREAM_WINDOW = 4 * 1024 * 1024
@@ -143,7 +145,11 @@ class Mux:
 
     def __init__(self, *, client_side: bool, max_concurrent_streams: int = 1000,
                  max_header_list_size: int = 16384) -> None:
-        config = h2.config.H2Configuration(client_side=client_side, header_encoding="utf-8")
+        # Our own outbound headers are well-formed by construction: skip h2's
+        # per-request validation of them. Inbound headers are always validated.
+        config = h2.config.H2Configuration(client_side=client_side, header_encoding="utf-8",
+                                           validate_outbound_headers=False,
+                                           normalize_outbound_headers=False)
         self._conn = h2.connection.H2Connection(config=config)
         self._client_side = client_side
         self._out: dict[int, _Outbound] = {}

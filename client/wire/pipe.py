@@ -39,6 +39,7 @@ class StreamPipe(asyncio.Protocol):
         self.bytes_up = 0      # socket -> stream
         self.bytes_down = 0    # stream -> socket
         self.started = time.monotonic()
+        self.last_active = self.started
         self.error: str | None = None
         self._on_done = on_done
         self._early: list[tuple[bytes, int]] = []
@@ -69,6 +70,7 @@ class StreamPipe(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_up += len(data)
+        self.last_active = time.monotonic()
         sid = self.stream_id
         self.link.send(sid, data)
         if self.link.buffered(sid) > HIGH and not self._read_paused:
@@ -115,6 +117,7 @@ class StreamPipe(asyncio.Protocol):
             self.link.consumed(self.stream_id, flow_length)
             return
         self.bytes_down += len(data)
+        self.last_active = time.monotonic()
         self.transport.write(data)
         if self._write_paused:
             self._unacked += flow_length

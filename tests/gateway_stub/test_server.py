@@ -277,3 +277,19 @@ def test_hostile_clients_do_not_disturb_a_working_session(tmp_path):
             await good.logout()
         server.close()
     run(main())
+
+
+def test_idle_flow_is_ended_by_the_gateway(tmp_path):
+    """A flow with no traffic for idle_timeout is reset by the gateway and audited as such."""
+    async def main():
+        server, port = await echo_server()
+        async with Bench(tmp_path, extra_server="idle_timeout = 0.5") as bench:
+            session = await bench.login()
+            flow = await _connect(session, f"127.0.0.1:{port}")
+            assert flow.status.result() == 200
+            assert await asyncio.wait_for(flow.ended, 10) is False      # reset, not ended
+            await asyncio.sleep(0.1)
+            assert any(r["reason"] == "idle timeout" for r in bench.audit())
+            await session.logout()
+        server.close()
+    run(main())
