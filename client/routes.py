@@ -23,19 +23,18 @@ from __future__ import annotations
 import dataclasses
 import errno
 import ipaddress
-import json
 import logging
 import os
 import pathlib
 import typing
 
 from client.errors import HostSetupError
+from client.journal import Journal, owner_alive
 
 __all__ = ["HostState", "HostRoutes", "RouteManager", "MemoryRoutes"]
 
 log = logging.getLogger(__name__)
 
-_JOURNAL_VERSION = 1
 # Undo errors meaning "the thing is not there any more": not a failure.
 _GONE = {errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENOENT}
 _RTN_UNICAST = 1
@@ -93,65 +92,11 @@ def _describe(item: dict) -> str:
     return f"route {item['dst']}{via} dev {item['interface']}{src}"
 
 
-def _process_start(pid: int) -> int | None:
-    """Start time of a live process (clock ticks since boot), None if it is gone."""
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _owner_alive(owner: dict) -> bool:
-    pid = owner.get("pid")
-    return isinstance(pid, int) and _process_start(pid) == owner.get("start")
-
-
-class _Journal:
-    """The JSON file listing what we changed (or were about to change)."""
-
-    def __init__(self, path: pathlib.Path) -> None:
-        self.path = pathlib.Path(path)
-
-    def read(self) -> dict:
-        doc = json.loads(self.path.read_text())
-        if not isinstance(doc, dict) or doc.get("version") != _JOURNAL_VERSION or not isinstance(doc.get("items"), list):
-            raise ValueError(f"{self.path} is not a version-{_JOURNAL_VERSION} route journal")
-        return doc
-
-    def write(self, items: list[dict]) -> None:
-        pid = os.getpid()
-        doc = {"version": _JOURNAL_VERSION, "owner": {"pid": pid, "start": _process_start(pid)}, "items": items}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        self._sync_dir()
-
-    def remove(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        self._sync_dir()
-
-    def _sync_dir(self) -> None:
-        dfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
 class RouteManager:
     """Applies a `HostState` with pyroute2 and can always put the host back."""
 
     def __init__(self, journal_path: pathlib.Path) -> None:
-        self._journal = _Journal(journal_path)
+        self._journal = Journal(journal_path, what="route")
         self._items: list[dict] = []
 
     @property
@@ -210,7 +155,7 @@ class RouteManager:
         """Undo a journal left by a dead process; True if there was one to undo."""
         from pyroute2 import IPRoute
 
-        journal = _Journal(journal_path)
+        journal = Journal(journal_path, what="route")
         if not journal.path.exists():
             return False
         try:
@@ -220,7 +165,7 @@ class RouteManager:
             journal.remove()
             return True
         owner = doc.get("owner") or {}
-        if owner.get("pid") != os.getpid() and _owner_alive(owner):
+        if owner.get("pid") != os.getpid() and owner_alive(owner):
             log.warning("route journal %s belongs to running process %s; leaving it", journal.path, owner["pid"])
             return False
         log.info("recovering %d host change(s) left by process %s", len(doc["items"]), owner.get("pid"))
@@ -354,7 +299,7 @@ def _undo(ipr, item: dict) -> None:
     log.info("removed %s", _describe(item))
 
 
-def _undo_all(ipr, items: list[dict], journal: _Journal) -> None:
+def _undo_all(ipr, items: list[dict], journal: Journal) -> None:
     """Undo items newest first; log each failure at WARNING and carry on."""
     remaining = list(items)
     while remaining:

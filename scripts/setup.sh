@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in ip:iproute2 iperf3:iperf3 ping:iputils-ping curl:curl dig:dnsutils \
+for tool in ip:iproute2 iperf3:iperf3 ping:iputils-ping curl:curl dig:dnsutils dnsmasq:dnsmasq-base \
             wrk:wrk ss:iproute2 openssl:openssl; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done

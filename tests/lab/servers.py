@@ -1,8 +1,9 @@
 """Intranet servers for the lab, and the programs they run.
 
-Launchers (`start_http`, `start_iperf3`, `start_tcp_sink`, `start_tcp_logger`)
-start a server inside a lab namespace, wait until it listens and return a
-`Server` whose log file can be read with `log_text()`.
+Launchers (`start_http`, `start_iperf3`, `start_tcp_sink`, `start_tcp_logger`,
+`start_dns`, `start_udp_echo`) start a server inside a lab namespace, wait
+until it listens (TCP) or its port is bound (UDP) and return a `Server` whose
+log file can be read with `log_text()`.
 
 The TCP sink speaks "echo-hash", made for "N bytes each way, equal SHA-256":
 
@@ -18,6 +19,10 @@ client; run it in the client namespace with
 
 The TCP logger accepts every connection, writes "PEER_IP PEER_PORT" to its log
 and closes it: it proves whether anything reached an intranet address at all.
+The UDP echo server sends every datagram back to its sender and writes
+"PEER_IP PEER_PORT LENGTH" per datagram, so a test can count what arrived,
+including nothing. The DNS server is dnsmasq answering fixed A records, with
+its query log as the log.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import http.server
 import json
 import pathlib
 import random
+import re
+import shutil
 import socket
 import socketserver
 import struct
@@ -41,7 +48,7 @@ if typing.TYPE_CHECKING:
     from tests.lab.netns import Lab
 
 __all__ = ["Server", "start_http", "start_iperf3", "start_tcp_sink", "start_tcp_logger",
-           "pattern", "pattern_digest", "sink_exchange", "SinkResult"]
+           "start_dns", "start_udp_echo", "pattern", "pattern_digest", "sink_exchange", "SinkResult"]
 
 CHUNK = 1 << 16
 PATTERN_SEED = 0x7467
@@ -52,7 +59,7 @@ class Server:
     """A server process running in a lab namespace."""
 
     kind: str
-    """"http", "iperf3", "sink" or "logger"."""
+    """"http", "iperf3", "sink", "logger", "dns" or "udp-echo"."""
     namespace: str
     address: str
     port: int
@@ -71,6 +78,10 @@ class Server:
         """Peer IP addresses in the log, one per connection (or request), in order."""
         return [line.split()[0] for line in self.log_text().splitlines()
                 if line.strip() and line.split()[0][:1].isdigit()]
+
+    def queries(self) -> list[str]:
+        """For "dns": the names asked for, one per query in the log, in order."""
+        return re.findall(r"query\[\w+\] (\S+) from ", self.log_text())
 
     def stop(self) -> None:
         """Stop the server now (the lab would do it at close() anyway)."""
@@ -108,12 +119,37 @@ def start_tcp_logger(lab: Lab, address, port: int) -> Server:
     return _start_program(lab, "logger", address, port)
 
 
+def start_dns(lab: Lab, address, records: dict[str, str], *, domain: str = "corp.example") -> Server:
+    """dnsmasq on address:53 answering `records` (name -> IPv4 address) and nothing else.
+
+    Names without a dot are taken as hosts in `domain`. Other names in `domain`
+    get NXDOMAIN; there is no upstream, so nothing is ever forwarded out of the
+    lab. Every query is logged (see `Server.queries()`).
+    """
+    if shutil.which("dnsmasq") is None:
+        raise RuntimeError("start_dns needs dnsmasq (apt-get install dnsmasq-base)")
+    argv = ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--pid-file", "--user=root",
+            f"--listen-address={address}", "--bind-interfaces", "--port=53", f"--local=/{domain}/",
+            "--log-queries", "--log-facility={log}"]
+    for name, ip in records.items():
+        fqdn = name.rstrip(".") if "." in name else f"{name}.{domain}"
+        argv.append(f"--host-record={fqdn},{ip}")
+    return _start(lab, "dns", address, 53, argv, stderr_is_log=False, proto="udp")
+
+
+def start_udp_echo(lab: Lab, address, port: int) -> Server:
+    """A UDP server that echoes every datagram to its sender and logs "IP PORT LEN"."""
+    argv = [sys.executable, "-u", "-m", "tests.lab.servers", "udp-echo", str(address), str(port), "{log}"]
+    return _start(lab, "udp-echo", address, port, argv, stderr_is_log=False, proto="udp")
+
+
 def _start_program(lab: Lab, kind: str, address, port: int) -> Server:
     argv = [sys.executable, "-u", "-m", "tests.lab.servers", kind, str(address), str(port), "{log}"]
     return _start(lab, kind, address, port, argv, stderr_is_log=False)
 
 
-def _start(lab: Lab, kind: str, address, port: int, argv: list[str], *, stderr_is_log: bool) -> Server:
+def _start(lab: Lab, kind: str, address, port: int, argv: list[str], *, stderr_is_log: bool,
+           proto: str = "tcp") -> Server:
     ns = lab.intranet
     log_path = lab.workdir / f"{kind}-{address}-{port}.log"
     out_path = lab.workdir / f"{kind}-{address}-{port}.out"
@@ -124,7 +160,7 @@ def _start(lab: Lab, kind: str, address, port: int, argv: list[str], *, stderr_i
             proc = lab.popen(ns, argv, cwd=str(_repo_root()), env=lab.python_env(),
                              stdout=out, stderr=err)
     server = Server(kind=kind, namespace=ns, address=str(address), port=port, process=proc, log_path=log_path)
-    _wait_listening(lab, server, out_path)
+    _wait_listening(lab, server, out_path, proto=proto)
     return server
 
 
@@ -132,21 +168,23 @@ def _repo_root() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parents[2]
 
 
-def _wait_listening(lab: Lab, server: Server, out_path: pathlib.Path, timeout: float = 10.0) -> None:
+def _wait_listening(lab: Lab, server: Server, out_path: pathlib.Path, timeout: float = 10.0,
+                    proto: str = "tcp") -> None:
     # Ask the kernel (ss) rather than connecting: a test connection would show
-    # up in the logger's record.
+    # up in the logger's record (and a test datagram in the echo server's).
+    flags = {"tcp": "-Hltn", "udp": "-Hlun"}[proto]
     want = f"{server.address}:{server.port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"{server.kind} server exited with {server.process.returncode}: "
                                f"{out_path.read_text(errors='replace')[-2000:]}")
-        listening = lab.run(server.namespace, ["ss", "-Hltn"]).stdout.split()
+        listening = lab.run(server.namespace, ["ss", flags]).stdout.split()
         if want in listening:
             return
         time.sleep(0.05)
     server.stop()
-    raise RuntimeError(f"{server.kind} server did not listen on {want} within {timeout}s")
+    raise RuntimeError(f"{server.kind} server did not listen on {proto} {want} within {timeout}s")
 
 
 # -- the echo-hash pattern and client -----------------------------------------
@@ -261,6 +299,15 @@ class _LoggerHandler(socketserver.BaseRequestHandler):
         pass
 
 
+def _serve_udp_echo(address: str, port: int, log_path: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, open(log_path, "a", buffering=1) as log_file:
+        sock.bind((address, port))
+        while True:
+            data, peer = sock.recvfrom(65535)
+            log_file.write(f"{peer[0]} {peer[1]} {len(data)}\n")
+            sock.sendto(data, peer)
+
+
 class _HttpServer(http.server.ThreadingHTTPServer):
     request_queue_size = 1024
 
@@ -290,7 +337,7 @@ def _serve(kind: str, address: str, port: int, log_path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.lab.servers")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for kind in ("sink", "logger", "http"):
+    for kind in ("sink", "logger", "http", "udp-echo"):
         p = sub.add_parser(kind)
         p.add_argument("address")
         p.add_argument("port", type=int)
@@ -306,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(dataclasses.asdict(sink_exchange(args.address, args.port, args.size))))
     elif args.cmd == "http":
         _serve_http(args.address, args.port, args.log, args.root)
+    elif args.cmd == "udp-echo":
+        _serve_udp_echo(args.address, args.port, args.log)
     else:
         _serve(args.cmd, args.address, args.port, args.log)
 

@@ -1,0 +1,96 @@
+"""The write-ahead journal of host changes, shared by routes and DNS.
+
+A journal is one small JSON file:
+
+    {"version": 1, "owner": {"pid": P, "start": T}, "items": [...]}
+
+The owner's pid and process start time (clock ticks since boot) tell a later
+process whether the writer is still alive: a pid alone could have been reused.
+Every write goes to a temporary file that is fsynced and renamed over the
+journal, and the directory is fsynced, so after a crash the journal is either
+the old list or the new one, never half of each. Callers write down what they
+are about to change *before* changing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+__all__ = ["Journal", "owner_alive", "process_start"]
+
+JOURNAL_VERSION = 1
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of a live process (clock ticks since boot), None if it is gone."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def owner_alive(owner: dict) -> bool:
+    """Whether the process named by a journal's "owner" entry is still running."""
+    pid = owner.get("pid")
+    return isinstance(pid, int) and process_start(pid) == owner.get("start")
+
+
+class Journal:
+    """The JSON file listing what we changed (or were about to change)."""
+
+    def __init__(self, path: pathlib.Path, *, what: str = "route") -> None:
+        self.path = pathlib.Path(path)
+        self.what = what
+        """What the journal records, for error messages ("route", "DNS")."""
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read(self) -> dict:
+        """The whole document; ValueError if it is not a journal of ours."""
+        doc = json.loads(self.path.read_text())
+        if not isinstance(doc, dict) or doc.get("version") != JOURNAL_VERSION or not isinstance(doc.get("items"), list):
+            raise ValueError(f"{self.path} is not a version-{JOURNAL_VERSION} {self.what} journal")
+        return doc
+
+    def owner(self) -> dict:
+        """The owner entry of a readable journal, {} otherwise."""
+        try:
+            owner = self.read().get("owner")
+        except (ValueError, OSError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
+    def owned_by_us(self) -> bool:
+        return self.owner().get("pid") == os.getpid()
+
+    def write(self, items: list[dict]) -> None:
+        """Replace the item list atomically and durably, with us as the owner."""
+        pid = os.getpid()
+        doc = {"version": JOURNAL_VERSION, "owner": {"pid": pid, "start": process_start(pid)}, "items": items}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._sync_dir()
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
