@@ -1,4 +1,4 @@
-"""IPv4, TCP and ICMP packet helpers for the client's packet paths (IPv4 only).
+"""IPv4, TCP, UDP and ICMP packet helpers for the client's packet paths (IPv4 only).
 
 Everything here is sans-IO and works on ``bytes``, ``bytearray`` or
 ``memoryview``. Malformed input raises ``MalformedPacket`` and nothing else.
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
+PROTO_UDP = 17
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
@@ -27,6 +28,8 @@ _IP_FIELDS = struct.Struct("!BxHHHBBH")         # ver/ihl, total, id, frag, ttl,
 _TCP_FIELDS = struct.Struct("!HHIIBB")          # sport, dport, seq, ack, offset, flags
 _PSEUDO = struct.Struct("!4s4sxBH")             # src, dst, zero, proto, TCP length
 _CHECKSUM = struct.Struct("!H")
+_UDP_HEADER = struct.Struct("!HHHH")            # sport, dport, length, checksum
+_ICMP_HEADER = struct.Struct("!BBH4s")          # type, code, checksum, rest of header
 
 
 class MalformedPacket(ValueError):
@@ -284,3 +287,37 @@ def build_icmp_unreachable(original_packet, code: int) -> bytes:
                                destination=bytes(original_packet[12:16]),
                                protocol=PROTO_ICMP, payload_length=len(message))
     return header + message
+
+
+def build_udp_packet(*, source: bytes, destination: bytes, source_port: int, destination_port: int,
+                     payload, ttl: int = 64) -> bytes:
+    """A whole UDP/IPv4 packet with correct IPv4 and UDP checksums.
+
+    A computed UDP checksum of 0 is sent as 0xFFFF (RFC 768: 0 means "none").
+    Payloads up to 65507 bytes (the IPv4 maximum) fit; larger ones raise ValueError.
+    """
+    length = 8 + len(payload)
+    if 20 + length > 0xFFFF:
+        raise ValueError(f"a {len(payload)}-byte UDP payload does not fit in an IPv4 packet")
+    header = _UDP_HEADER.pack(source_port, destination_port, length, 0)
+    pseudo = _PSEUDO.pack(source, destination, PROTO_UDP, length)
+    # The header is 8 bytes, so the payload starts word-aligned and the sums simply add.
+    checksum = -(_word_sum(pseudo) + _word_sum(header) + _word_sum(payload)) % 0xFFFF or 0xFFFF
+    ip = build_ipv4_header(source=source, destination=destination, protocol=PROTO_UDP,
+                           payload_length=length, ttl=ttl)
+    return b"".join((ip, _UDP_HEADER.pack(source_port, destination_port, length, checksum), payload))
+
+
+def build_icmp(*, source: bytes, destination: bytes, icmp_type: int, code: int,
+               rest: bytes = bytes(4), body=b"", ttl: int = 64) -> bytes:
+    """An ICMP/IPv4 packet: type, code, checksum, the 4 ``rest`` bytes (identifier and
+    sequence for echo, unused for errors), then ``body``; both checksums correct."""
+    if len(rest) != 4:
+        raise ValueError("the rest of an ICMP header is 4 bytes")
+    if not (0 <= icmp_type <= 255 and 0 <= code <= 255):
+        raise ValueError(f"ICMP type {icmp_type} / code {code} out of range")
+    header = bytearray(_ICMP_HEADER.pack(icmp_type, code, 0, rest))
+    _CHECKSUM.pack_into(header, 2, internet_checksum(body, _word_sum(header)))
+    ip = build_ipv4_header(source=source, destination=destination, protocol=PROTO_ICMP,
+                           payload_length=len(header) + len(body), ttl=ttl)
+    return b"".join((ip, header, body))
