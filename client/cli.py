@@ -55,11 +55,32 @@ def _read_password(from_stdin: bool) -> str:
     return getpass.getpass("Password: ")
 
 
+class TerminalPrompter:
+    """Answers the engine's questions on the terminal (or the next line of stdin).
+
+    A certificate is never trusted from here: the error names the fingerprint
+    to pass with --pin.
+    """
+
+    async def one_time_code(self, prompt: str) -> str | None:
+        loop = asyncio.get_running_loop()
+        if sys.stdin.isatty():
+            line = await loop.run_in_executor(None, input, f"{prompt}: ")
+        else:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+        line = line.strip()
+        return line or None
+
+    async def trust_certificate(self, info) -> str:
+        return "cancel"
+
+
 def _journal(state_dir: pathlib.Path) -> pathlib.Path:
     return state_dir / "host-changes.json"
 
 
 def _connect(args: argparse.Namespace) -> int:
+    from client.dns import DnsManager
     from client.engine import Engine, EngineOptions
     from client.routes import RouteManager
     from client.session import GatewayAddress
@@ -74,10 +95,14 @@ def _connect(args: argparse.Namespace) -> int:
     password = _read_password(args.password_stdin)
     args.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     journal = _journal(args.state_dir)
-    if RouteManager.recover(journal):
+    dns_journal = args.state_dir / "dns-changes.json"
+    recovered = RouteManager.recover(journal)
+    recovered = DnsManager.recover(dns_journal) or recovered
+    if recovered:
         print("restored host changes left by an earlier run that did not finish", flush=True)
     engine = Engine(EngineOptions(gateway=gateway, trust=trust, username=args.user), password,
                     tun_factory=lambda mtu: KernelTun(mtu=mtu), routes=RouteManager(journal),
+                    dns=DnsManager(dns_journal), prompter=TerminalPrompter(),
                     on_state=lambda s, d: print(f"{s.value}{': ' + d if d else ''}", flush=True))
 
     async def main() -> None:

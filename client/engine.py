@@ -21,12 +21,18 @@ import threading
 import time
 import typing
 
-from client.errors import ClientError, HostSetupError, SessionLost
+from client.dns import DnsState, HostDns
+from client.errors import ClientError, HostSetupError, LoginFailed, SessionLost, TrustError
 from client.reflector import Reflector
-from client.routes import HostState, RouteManager
+from client.prompter import Prompter
+from client.routes import HostRoutes, HostState
 from client.session import GatewayAddress, GatewaySession, open_session
 from client.states import State, check_transition
+from client.icmp_echo import IcmpEcho
+from client.icmp_path import IcmpPath
 from client.tcp_path import TcpPath
+from client.udp_flows import UdpFlows
+from client.udp_path import UdpPath
 from client.trust import Trust
 from client.tun import TunDevice
 
@@ -51,6 +57,8 @@ class EngineOptions:
     """The TUN's reflection link network (a /30 or larger)."""
     dead_peer_timeout: float = 10.0
     """A PING unanswered this long ends the session."""
+    reconnect_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    """Pauses before each attempt to resume a lost session (empty: never)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,17 +102,26 @@ class Engine:
     """Runs one connection; host changes are always undone."""
 
     def __init__(self, options: EngineOptions, password: str, *,
-                 tun_factory: typing.Callable[[int], TunDevice], routes: RouteManager,
-                 on_state: typing.Callable[[State, str], None] = lambda s, d: None) -> None:
+                 tun_factory: typing.Callable[[int], TunDevice], routes: HostRoutes,
+                 dns: HostDns | None = None,
+                 on_state: typing.Callable[[State, str], None] = lambda s, d: None,
+                 prompter: Prompter | None = None) -> None:
         self.options = options
         self._password = password
         self._tun_factory = tun_factory
         self._routes = routes
+        self._dns = dns
         self._on_state = on_state
+        self._prompter = prompter
+        #: The fingerprint the user chose to trust during this connection, if any.
+        self.trusted_pin: str | None = None
         self.state = State.DISCONNECTED
         self.session: GatewaySession | None = None
         self._tun: TunDevice | None = None
         self._tcp: TcpPath | None = None
+        self._udp: UdpPath | None = None
+        self._icmp: IcmpPath | None = None
+        self.dropped_not_ipv4 = 0
         self._ticker: asyncio.Task | None = None
 
     def _set(self, state: State, detail: str = "") -> None:
@@ -131,8 +148,7 @@ class Engine:
         self._set(State.CONNECTING, str(opts.gateway))
         try:
             self._set(State.AUTHENTICATING, opts.username)
-            self.session = await open_session(opts.gateway, opts.trust, opts.username,
-                                              self._password)
+            self.session = await self._open_session()
             self._password = ""
             self._set(State.CONFIGURING)
             self._configure(self.session)
@@ -153,6 +169,24 @@ class Engine:
             await self.session.logout()
         self._teardown()
         self._set(State.DISCONNECTED)
+
+    async def _open_session(self) -> GatewaySession:
+        """Log in; an untrusted certificate is put to the user when someone can answer."""
+        opts = self.options
+        try:
+            return await open_session(opts.gateway, opts.trust, opts.username, self._password,
+                                      prompter=self._prompter)
+        except TrustError as exc:
+            info = exc.certificate
+            if self._prompter is None or info is None:
+                raise
+            decision = await self._prompter.trust_certificate(info)
+            if decision not in ("once", "always"):
+                raise
+        # The pin makes sure the server is still the one the user looked at.
+        self.trusted_pin = info.fingerprint
+        return await open_session(opts.gateway, Trust(pin=info.fingerprint), opts.username,
+                                  self._password, prompter=self._prompter)
 
     def _tun_address(self) -> ipaddress.IPv4Address:
         return self.options.reflect_network.network_address + 1
@@ -177,6 +211,12 @@ class Engine:
             off_loop(self._routes.apply, state)
         except OSError as exc:
             raise HostSetupError(f"cannot configure addresses and routes: {exc}") from None
+        if self._dns is not None and (cfg.dns_servers or cfg.dns_search):
+            try:
+                off_loop(self._dns.apply, DnsState(interface=self._tun.name,
+                                                   servers=cfg.dns_servers, search=cfg.dns_search))
+            except (OSError, ValueError) as exc:
+                raise HostSetupError(f"cannot configure DNS: {exc}") from None
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.bind((str(listen_addr), 0))
@@ -187,6 +227,8 @@ class Engine:
         reflector = Reflector(tun_address=listen_addr, fake_address=fake_addr,
                               listener_port=listener.getsockname()[1])
         self._tcp = TcpPath(session, reflector, listener, self._tun.write)
+        self._udp = UdpPath(session, UdpFlows(), self._tun.write)
+        self._icmp = IcmpPath(session, IcmpEcho(), self._tun.write)
         loop = asyncio.get_running_loop()
         loop.add_reader(self._tun.fileno(), self._on_tun)
         self._ticker = loop.create_task(self._tick())
@@ -198,21 +240,31 @@ class Engine:
         return ipaddress.IPv4Address(peer[0]) if peer else ipaddress.IPv4Address("0.0.0.0")
 
     def _on_tun(self) -> None:
-        tun, tcp = self._tun, self._tcp
+        tun, tcp, udp, icmp = self._tun, self._tcp, self._udp, self._icmp
         now = time.monotonic()
         for _ in range(512):
             packet = tun.read()
             if packet is None:
                 break
-            if len(packet) > 20 and packet[0] >> 4 == 4 and packet[9] == 6:
+            if len(packet) < 20 or packet[0] >> 4 != 4:
+                self.dropped_not_ipv4 += 1
+                continue
+            protocol = packet[9]
+            if protocol == 6:
                 tcp.on_packet(packet, now)
+            elif protocol == 17:
+                udp.on_packet(packet, now)
+            elif protocol == 1:
+                icmp.on_packet(packet, now)
         tcp.after_batch()
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(5.0)
-            if self._tcp is not None:
-                self._tcp.expire(time.monotonic())
+            now = time.monotonic()
+            for path in (self._tcp, self._udp, self._icmp):
+                if path is not None:
+                    path.expire(now)
 
     async def _stay_connected(self, stop: asyncio.Event) -> None:
         link = self.session.link
@@ -224,17 +276,52 @@ class Engine:
                                              return_when=asyncio.FIRST_COMPLETED)
                 if stopper in done:
                     return
+                reason = None
                 if link.closed.done():
-                    raise SessionLost(f"lost the session with the gateway: {link.closed.result()}")
-                try:
-                    await link.ping(self.options.dead_peer_timeout)
-                except asyncio.TimeoutError:
-                    raise SessionLost(f"the gateway stopped answering (no reply to a keepalive "
-                                      f"within {self.options.dead_peer_timeout:g} s)") from None
-                except ConnectionError:
-                    continue
+                    reason = f"lost the session with the gateway: {link.closed.result()}"
+                else:
+                    try:
+                        await link.ping(self.options.dead_peer_timeout)
+                    except asyncio.TimeoutError:
+                        reason = (f"the gateway stopped answering (no reply to a keepalive "
+                                  f"within {self.options.dead_peer_timeout:g} s)")
+                        link.close("dead peer")
+                    except ConnectionError:
+                        continue
+                if reason is not None:
+                    await self._reconnect(reason, stop)
+                    if stop.is_set():
+                        return
+                    link = self.session.link
         finally:
             stopper.cancel()
+
+    async def _reconnect(self, reason: str, stop: asyncio.Event) -> None:
+        """Get the session back on a new TLS connection with the same token.
+
+        The TUN, routes and DNS stay in place meanwhile; TCP connections that
+        were open are reset (their streams died with the old connection).
+        Raises SessionLost when the gateway stays away or forgot the session.
+        """
+        self._set(State.RECONNECTING, reason)
+        trust = Trust(pin=self.trusted_pin) if self.trusted_pin else self.options.trust
+        last = reason
+        for delay in self.options.reconnect_delays:
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await self.session.resume(trust)
+            except (LoginFailed, SessionLost, TrustError) as exc:
+                raise SessionLost(f"{reason}; could not resume: {exc}") from None
+            except ClientError as exc:
+                last = str(exc)
+                continue
+            self._set(State.CONNECTED, "reconnected")
+            return
+        raise SessionLost(f"{reason}; could not reconnect ({last})")
 
     def _teardown(self) -> None:
         """Undo everything; never raises (failures are logged)."""
@@ -247,11 +334,17 @@ class Engine:
                 loop.remove_reader(self._tun.fileno())
             except (ValueError, OSError):
                 pass
-        if self._tcp is not None:
-            self._tcp.close()
-            self._tcp = None
+        for path in (self._tcp, self._udp, self._icmp):
+            if path is not None:
+                path.close()
+        self._tcp = self._udp = self._icmp = None
         if self.session is not None and self.session.link.is_open:
             self.session.link.close("disconnecting")
+        if self._dns is not None:
+            try:
+                off_loop(self._dns.restore)
+            except Exception as exc:  # restore() logs each item itself; this is a last resort
+                log.warning("restoring DNS failed: %s", exc)
         try:
             off_loop(self._routes.restore)
         except Exception as exc:  # restore() logs each item itself; this is a last resort

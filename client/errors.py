@@ -18,9 +18,12 @@ class GatewayUnreachable(ClientError):
 class TrustError(ClientError):
     """The gateway's certificate is not trusted (carries its fingerprint)."""
 
-    def __init__(self, message: str, fingerprint: str | None = None) -> None:
+    def __init__(self, message: str, fingerprint: str | None = None,
+                 certificate: object | None = None) -> None:
         super().__init__(message)
         self.fingerprint = fingerprint
+        self.certificate = certificate
+        """The CertificateInfo of the server, when it could be fetched."""
 
 
 class LoginFailed(ClientError):

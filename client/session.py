@@ -16,8 +16,11 @@ import json
 import ssl
 import urllib.parse
 
+from cryptography import x509
+
 from client.errors import (GatewayProtocolError, GatewayUnreachable, LoginFailed,
                            SessionLost, TrustError, UsageError)
+from client.prompter import CertificateInfo, Prompter
 from client.trust import Trust, fingerprint, untrusted_message
 from client.wire import mux as m
 from client.wire.link import Link, LinkClosed, Response
@@ -142,6 +145,37 @@ class GatewaySession:
         """Headers of a plain CONNECT (RFC 9113 8.5) for a TCP flow."""
         return [(":method", "CONNECT"), (":authority", authority), self.auth_header()]
 
+    def extended_connect_headers(self, protocol: str, path: str) -> list[tuple[str, str]]:
+        """Headers of an extended CONNECT (RFC 8441) with the capsule protocol."""
+        return [(":method", "CONNECT"), (":protocol", protocol), (":scheme", "https"),
+                (":authority", str(self.gateway)), (":path", path),
+                ("capsule-protocol", "?1"), self.auth_header()]
+
+    async def resume(self, trust: Trust, *, timeout: float = 5.0) -> None:
+        """Reconnect with the same token (no password, no one-time code again).
+
+        Raises LoginFailed when the gateway no longer knows the session, and
+        SessionLost when the gateway changed what this client must set up.
+        """
+        link = await connect_link(self.gateway, trust, timeout=timeout)
+        try:
+            response = await link.request(self._api("GET", "/api/v1/config"), timeout=timeout)
+        except (LinkClosed, asyncio.TimeoutError) as exc:
+            link.close("resume failed")
+            raise GatewayUnreachable(f"the gateway at {self.gateway} dropped the session: {exc}") from None
+        if response.status != 200:
+            link.close("resume refused")
+            raise LoginFailed("the session expired on the gateway; connect again")
+        try:
+            config = ClientConfig.from_json(json.loads(response.body))
+        except (ValueError, GatewayProtocolError):
+            link.close("bad config")
+            raise GatewayProtocolError("the gateway sent an invalid config") from None
+        if (config.address, config.include) != (self.config.address, self.config.include):
+            link.close("config changed")
+            raise SessionLost("the gateway changed this session's address or networks; connect again")
+        self.link = link
+
     async def logout(self) -> None:
         """Tell the gateway the session is over, then close."""
         if self.link.is_open:
@@ -166,9 +200,11 @@ async def connect_link(gateway: GatewayAddress, trust: Trust, *, timeout: float 
             lambda: link, gateway.host, gateway.port, ssl=ctx, server_hostname=gateway.host,
             ssl_handshake_timeout=timeout), timeout)
     except ssl.SSLCertVerificationError as exc:
-        seen = await _peek_fingerprint(gateway, timeout)
-        raise TrustError(untrusted_message(gateway.host, gateway.port,
-                                           exc.verify_message or str(exc), seen), seen) from None
+        reason = exc.verify_message or str(exc)
+        info = await _peek_certificate(gateway, reason, timeout)
+        seen = info.fingerprint if info else None
+        raise TrustError(untrusted_message(gateway.host, gateway.port, reason, seen), seen,
+                         info) from None
     except ssl.SSLError as exc:
         raise GatewayUnreachable(f"TLS with the gateway at {gateway} failed: {exc.reason or exc}") from None
     except asyncio.TimeoutError:
@@ -183,8 +219,9 @@ async def connect_link(gateway: GatewayAddress, trust: Trust, *, timeout: float 
     return link
 
 
-async def _peek_fingerprint(gateway: GatewayAddress, timeout: float) -> str | None:
-    """Fetch the certificate of an untrusted server only to show its fingerprint."""
+async def _peek_certificate(gateway: GatewayAddress, reason: str,
+                            timeout: float) -> CertificateInfo | None:
+    """Fetch the certificate of an untrusted server only to show it to the user."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -195,9 +232,17 @@ async def _peek_fingerprint(gateway: GatewayAddress, timeout: float) -> str | No
         return None
     try:
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        return fingerprint(der) if der else None
     finally:
         writer.close()
+    if not der:
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        subject, issuer = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+    except ValueError:
+        subject = issuer = "(unreadable certificate)"
+    return CertificateInfo(host=str(gateway), subject=subject, issuer=issuer,
+                           fingerprint=fingerprint(der), reason=reason)
 
 
 def _error_text(response: Response) -> str:
@@ -207,19 +252,45 @@ def _error_text(response: Response) -> str:
         return ""
 
 
+async def _post_login(link: ClientLink, gateway: GatewayAddress, doc: dict,
+                      timeout: float) -> Response:
+    headers = [(":method", "POST"), (":scheme", "https"), (":authority", str(gateway)),
+               (":path", "/api/v1/session"), ("content-type", "application/json")]
+    try:
+        return await link.request(headers, json.dumps(doc).encode(), timeout=timeout)
+    except (LinkClosed, asyncio.TimeoutError) as exc:
+        raise SessionLost(f"the gateway at {gateway} dropped the login: {exc}") from None
+
+
+async def _answer_challenge(link: ClientLink, gateway: GatewayAddress, response: Response,
+                            prompter: Prompter | None, timeout: float) -> Response:
+    """Second login step: ask the user for the one-time code the gateway wants."""
+    try:
+        challenge = json.loads(response.body)["challenge"]
+        cid, prompt = str(challenge["id"]), str(challenge.get("prompt", "One-time code"))
+    except (ValueError, KeyError, TypeError):
+        raise GatewayProtocolError("the gateway's login answer is not understood") from None
+    if prompter is None:
+        raise LoginFailed("login needs a one-time code, and there is nobody to ask for it")
+    code = await prompter.one_time_code(prompt)
+    if code is None:
+        raise LoginFailed("login cancelled: no one-time code given")
+    response = await _post_login(link, gateway, {"challenge": cid, "response": code}, timeout)
+    if response.status == 401:
+        raise LoginFailed(f"login failed: {_error_text(response) or 'wrong one-time code'}")
+    return response
+
+
 async def open_session(gateway: GatewayAddress, trust: Trust, username: str, password: str,
-                       *, timeout: float = 10.0) -> GatewaySession:
-    """TLS + login + config; returns a session ready for tunnel streams."""
+                       *, prompter: Prompter | None = None,
+                       timeout: float = 10.0) -> GatewaySession:
+    """TLS + login (+ one-time code) + config; returns a session ready for tunnel streams."""
     link = await connect_link(gateway, trust, timeout=timeout)
     try:
-        body = json.dumps({"username": username, "password": password}).encode()
-        base = [(":scheme", "https"), (":authority", str(gateway))]
-        try:
-            response = await link.request(
-                [(":method", "POST"), *base, (":path", "/api/v1/session"),
-                 ("content-type", "application/json")], body, timeout=timeout)
-        except (LinkClosed, asyncio.TimeoutError) as exc:
-            raise SessionLost(f"the gateway at {gateway} dropped the login: {exc}") from None
+        response = await _post_login(link, gateway, {"username": username, "password": password},
+                                     timeout)
+        if response.status == 200:
+            response = await _answer_challenge(link, gateway, response, prompter, timeout)
         if response.status == 401:
             raise LoginFailed("login failed: wrong user name or password")
         if response.status == 429:

@@ -13,9 +13,12 @@ policy check happens before a single packet goes to the intranet.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import ipaddress
 import json
 import secrets
+
+import pyotp
 
 from gateway_stub.config import GatewayConfig, UserConfig
 from gateway_stub.limits import LoginThrottle
@@ -78,6 +81,40 @@ class ConnectDecision:
     """Target port (None for ICMP)."""
 
 
+CHALLENGE_TTL = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ChallengeAnswer:
+    """The second login step: a one-time code for a challenge."""
+
+    id: str
+    """The challenge id the gateway sent."""
+    response: str
+    """The code the user typed."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Pending:
+    user: UserConfig
+    source: str
+    created: float
+    attempts: int = 0
+
+
+def totp_step(secret: str | None, code: str, wall: float) -> int | None:
+    """The TOTP time step (RFC 6238, 30 s) that ``code`` belongs to, allowing one
+    step of clock skew either way; None when it matches none."""
+    if not secret or not code.isdigit() or len(code) != 6:
+        return None
+    totp = pyotp.TOTP(secret)
+    now_step = int(wall // 30)
+    for step in (now_step, now_step - 1, now_step + 1):
+        if hmac.compare_digest(totp.at(step * 30), code):
+            return step
+    return None
+
+
 def proxy_status_header(error: str, detail: str = "") -> tuple[str, str]:
     """An RFC 9209 Proxy-Status header naming this gateway."""
     value = f"tunnelgate; error={error}"
@@ -100,6 +137,36 @@ def parse_authority(authority: str) -> tuple[ipaddress.IPv4Address, int]:
     return address, int(port_text)
 
 
+UDP_PREFIX = "/.well-known/masque/udp/"
+IP_PREFIX = "/.well-known/masque/ip/"
+
+
+def parse_udp_path(path: str) -> tuple[ipaddress.IPv4Address, int]:
+    """Parse RFC 9298's default template ``/.well-known/masque/udp/{host}/{port}/``."""
+    if not path.startswith(UDP_PREFIX):
+        raise ValueError(f"path {path[:80]!r} is not a connect-udp path")
+    parts = path[len(UDP_PREFIX):].split("/")
+    if len(parts) != 3 or parts[2] != "":
+        raise ValueError(f"path {path[:80]!r} is not {UDP_PREFIX}HOST/PORT/")
+    return parse_authority(f"{parts[0]}:{parts[1]}")
+
+
+def parse_ip_path(path: str) -> ipaddress.IPv4Address:
+    """Parse RFC 9484's ``/.well-known/masque/ip/{target}/{ipproto}/``, scoped to
+    one IPv4 address and ICMP (the only use this gateway allows)."""
+    if not path.startswith(IP_PREFIX):
+        raise ValueError(f"path {path[:80]!r} is not a connect-ip path")
+    parts = path[len(IP_PREFIX):].split("/")
+    if len(parts) != 3 or parts[2] != "":
+        raise ValueError(f"path {path[:80]!r} is not {IP_PREFIX}TARGET/IPPROTO/")
+    if parts[1] != "1":
+        raise ValueError("only ICMP (IP protocol 1) may be carried over connect-ip")
+    try:
+        return ipaddress.IPv4Address(parts[0])
+    except ValueError:
+        raise ValueError(f"connect-ip target {parts[0][:40]!r} is not one IPv4 address") from None
+
+
 class GatewayApi:
     """Sessions, login, config and tunnel authorization."""
 
@@ -111,13 +178,21 @@ class GatewayApi:
         self.throttle = LoginThrottle(limits.login_attempts_per_user,
                                       limits.login_attempts_per_source, limits.login_window)
         self._users = {u.name: u for u in config.users}
+        self._challenges: dict[str, _Pending] = {}
+        self._last_step: dict[str, int] = {}     # user -> last TOTP step accepted
         self._sessions: dict[str, Session] = {}   # token -> session
 
     # -- login ------------------------------------------------------------------
-    def parse_login(self, body: bytes) -> tuple[str, str] | ApiResponse:
-        """Extract (username, password) from a login body, or an error answer."""
+    def parse_login(self, body: bytes) -> tuple[str, str] | ChallengeAnswer | ApiResponse:
+        """Extract (username, password) or a challenge answer from a login
+        body, or an error answer."""
         try:
             doc = json.loads(body)
+            if isinstance(doc, dict) and "challenge" in doc:
+                answer = ChallengeAnswer(id=doc["challenge"], response=doc["response"])
+                if not isinstance(answer.id, str) or not isinstance(answer.response, str):
+                    raise TypeError
+                return answer
             username, password = doc["username"], doc["password"]
             if not isinstance(username, str) or not isinstance(password, str):
                 raise TypeError
@@ -144,8 +219,46 @@ class GatewayApi:
         if not ok:
             self.throttle.record_failure(username, source, now)
             return ApiResponse(401, {"error": "invalid username or password"}), None
-        self.throttle.record_success(username, source)
         user = self._users[username]
+        if user.totp_secret:
+            return self._challenge(user, source, now), None
+        self.throttle.record_success(username, source)
+        return self._issue(user, source, now)
+
+    # -- one-time codes (TOTP, RFC 6238) -------------------------------------------
+    def _challenge(self, user: UserConfig, source: str, now: float) -> ApiResponse:
+        for cid in [c for c, p in self._challenges.items() if now - p.created > CHALLENGE_TTL]:
+            del self._challenges[cid]
+        if len(self._challenges) >= 10000:
+            self._challenges.pop(next(iter(self._challenges)))
+        cid = secrets.token_urlsafe(16)
+        self._challenges[cid] = _Pending(user=user, source=source, created=now)
+        return ApiResponse(200, {"challenge": {"id": cid, "kind": "totp",
+                                               "prompt": "One-time code"}})
+
+    def answer_challenge(self, answer: "ChallengeAnswer", source: str, now: float,
+                         wall: float) -> tuple[ApiResponse, Session | None]:
+        """Check a one-time code (``wall`` is the Unix time, for TOTP)."""
+        pending = self._challenges.get(answer.id)
+        if pending is None or now - pending.created > CHALLENGE_TTL:
+            self._challenges.pop(answer.id, None)
+            return ApiResponse(401, {"error": "the one-time code request expired; log in again"}), None
+        user = pending.user
+        step = totp_step(user.totp_secret, answer.response.strip(), wall)
+        if step is None or step <= self._last_step.get(user.name, -1):
+            pending.attempts += 1
+            self.throttle.record_failure(user.name, source, now)
+            if pending.attempts >= 3:
+                del self._challenges[answer.id]
+            text = "wrong one-time code" if step is None else "that one-time code was already used"
+            return ApiResponse(401, {"error": text}), None
+        del self._challenges[answer.id]
+        self._last_step[user.name] = step
+        self.throttle.record_success(user.name, source)
+        return self._issue(user, source, now)
+
+    def _issue(self, user: UserConfig, source: str, now: float) -> tuple[ApiResponse, Session | None]:
+        username = user.name
         mine = [t for t, s in self._sessions.items() if s.user.name == username]
         if len(mine) >= self.config.server.max_sessions_per_user:
             # The oldest session makes room: a user who reconnects from a new
@@ -208,12 +321,22 @@ class GatewayApi:
 
     # -- tunnels --------------------------------------------------------------------
     def authorize_connect(self, headers: dict[str, str], protocol: str, now: float) -> ConnectDecision:
-        """Check a CONNECT request: token, authority, policy."""
+        """Check a tunnel request: token, target, policy.
+
+        ``protocol`` is ``tcp`` (plain CONNECT, target in ``:authority``),
+        ``udp`` (connect-udp, target in the RFC 9298 path) or ``icmp``
+        (connect-ip scoped to one address and IP protocol 1, RFC 9484 path).
+        """
         session = self.session_for(headers, now)
         if session is None:
             return ConnectDecision(False, 407, "http_request_denied", "no valid session token")
         try:
-            host, port = parse_authority(headers.get(":authority", ""))
+            if protocol == "tcp":
+                host, port = parse_authority(headers.get(":authority", ""))
+            elif protocol == "udp":
+                host, port = parse_udp_path(headers.get(":path", ""))
+            else:
+                host, port = parse_ip_path(headers.get(":path", "")), None
         except ValueError as exc:
             return ConnectDecision(False, 400, "http_request_error", str(exc), session)
         verdict = self.policy.check(session.user, protocol, host, port)

@@ -5,6 +5,7 @@
     tunnelgate-gateway check-config --config FILE
     tunnelgate-gateway hash-password          password on stdin, hash on stdout
     tunnelgate-gateway make-cert --out DIR --host H [--host H ...]
+    tunnelgate-gateway make-totp --user NAME  a TOTP secret for [[user]] totp_secret
 
 Errors the operator can fix print one line, ``tunnelgate-gateway: <message>``,
 on stderr: exit status 2 for a bad config or bad arguments, 1 otherwise.
@@ -41,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and summarise it")
     check.add_argument("--config", type=Path, required=True, help="gateway TOML file")
     commands.add_parser("hash-password", help="hash a password read from stdin")
+    totp = commands.add_parser("make-totp", help="make a TOTP secret for a user's authenticator app")
+    totp.add_argument("--user", required=True, help="the user name (shown in the app)")
     cert = commands.add_parser("make-cert", help="make a private CA and a server certificate")
     cert.add_argument("--out", type=Path, required=True, help="folder to write the files to")
     cert.add_argument("--host", action="append", required=True,
@@ -119,6 +122,15 @@ def _make_cert(out: Path, hosts: list[str], force: bool) -> int:
     return 0
 
 
+def _make_totp(user: str) -> int:
+    import pyotp
+    secret = pyotp.random_base32()
+    uri = pyotp.TOTP(secret).provisioning_uri(name=user, issuer_name="Tunnelgate")
+    print(f'totp_secret = "{secret}"      # put this line in the [[user]] table of {user}')
+    print(f"authenticator app: {uri}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = _parser()
@@ -133,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check_config(args.config)
         if args.command == "hash-password":
             return _hash_password()
+        if args.command == "make-totp":
+            return _make_totp(args.user)
         return _make_cert(args.out, args.host, args.force)
     except ConfigError as exc:
         return _fail(str(exc), 2)

@@ -12,6 +12,9 @@ holding the config file, not to the working directory.
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 import ipaddress
 import re
 import tomllib
@@ -84,6 +87,8 @@ class UserConfig:
     """``scrypt:`` hash from ``tunnelgate-gateway hash-password``."""
     groups: tuple[str, ...] = ()
     """Groups the user belongs to (matched by policies)."""
+    totp_secret: str | None = None
+    """Base32 TOTP secret: when set, login also asks for a one-time code."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,7 +352,7 @@ def _parse_users(root: _Table) -> tuple[UserConfig, ...]:
     users: list[UserConfig] = []
     seen: dict[str, str] = {}
     for i, raw in enumerate(_array_of_tables(root, "user")):
-        table = _Table(raw, file=root.file, path=f"user[{i}]", known=("name", "password", "groups"))
+        table = _Table(raw, file=root.file, path=f"user[{i}]", known=("name", "password", "groups", "totp_secret"))
         name = table.get("name", str)
         if not _NAME.match(name):
             raise table.error(table.key("name"), f"{name!r} is not a valid user name")
@@ -362,7 +367,17 @@ def _parse_users(root: _Table) -> tuple[UserConfig, ...]:
                 table.key("password"), f"{exc} (make one with: tunnelgate-gateway hash-password)"
             ) from None
         groups = table.names("groups", "group")
-        users.append(UserConfig(name=name, password_hash=encoded, groups=groups))
+        totp = table.get("totp_secret", str, None)
+        if totp is not None:
+            totp = totp.replace(" ", "").upper()
+            try:
+                if len(base64.b32decode(totp + "=" * (-len(totp) % 8))) < 10:
+                    raise ValueError
+            except (ValueError, binascii.Error):
+                raise table.error(table.key("totp_secret"),
+                                  "is not a base32 secret of at least 80 bits "
+                                  "(make one with: tunnelgate-gateway make-totp)") from None
+        users.append(UserConfig(name=name, password_hash=encoded, groups=groups, totp_secret=totp))
     return tuple(users)
 
 

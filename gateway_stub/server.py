@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import signal
 import ssl
@@ -22,9 +23,11 @@ from client.wire import mux as m
 from client.wire.link import Link
 from client.wire.pipe import StreamPipe
 from client.wire.runloop import run_loop
-from gateway_stub.api import ApiResponse, ConnectDecision, GatewayApi, Session, proxy_status_header
+from gateway_stub.api import ApiResponse, ChallengeAnswer, ConnectDecision, GatewayApi, Session, proxy_status_header
 from gateway_stub.audit import AuditLog, AuditRecord
 from gateway_stub.config import GatewayConfig
+from gateway_stub.icmp_relay import EchoRelay, EchoSocket
+from gateway_stub.udp_relay import UdpRelay
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class GatewayConnection(Link):
         self.peer = "?"
         self.last_rx = time.monotonic()
         self._watchdog: asyncio.Task | None = None
-        self._pipes: set[StreamPipe] = set()
+        self._flows: set = set()   # StreamPipe, UdpRelay, EchoRelay
         self.sessions: set[Session] = set()
 
     def connection_made(self, transport) -> None:
@@ -110,9 +113,9 @@ class GatewayConnection(Link):
                 return
             for session in self.sessions:
                 session.last_used = now
-            for pipe in [p for p in self._pipes if now - p.last_active > limits.idle_timeout]:
-                pipe.error = "idle timeout"
-                pipe.abort()
+            for flow in [f for f in self._flows if now - f.last_active > limits.idle_timeout]:
+                flow.error = "idle timeout"
+                flow.abort()
 
     # -- requests -------------------------------------------------------------
     def _on_request(self, ev: m.RequestReceived) -> None:
@@ -124,6 +127,10 @@ class GatewayConnection(Link):
             protocol = h.get(":protocol")
             if protocol is None:
                 self._connect_tcp(ev.stream_id, api.authorize_connect(h, "tcp", now))
+            elif protocol == "connect-udp":
+                self._connect_datagrams(ev.stream_id, "udp", api.authorize_connect(h, "udp", now))
+            elif protocol == "connect-ip":
+                self._connect_datagrams(ev.stream_id, "icmp", api.authorize_connect(h, "icmp", now))
             else:
                 self.respond(ev.stream_id, 501, [proxy_status_header("http_request_error",
                                                                      "unsupported protocol")])
@@ -162,6 +169,15 @@ class GatewayConnection(Link):
         if isinstance(parsed, ApiResponse):
             self._answer(stream_id, parsed)
             return
+        if isinstance(parsed, ChallengeAnswer):
+            response, session = api.answer_challenge(parsed, self.peer, time.monotonic(), time.time())
+            if session is None:
+                log.warning("one-time code from %s refused (%d)", self.peer, response.status)
+            else:
+                log.info("session %s: %s logged in with a one-time code from %s (address %s)",
+                         session.id, session.user.name, self.peer, session.address)
+            self._answer(stream_id, response)
+            return
         username, password = parsed
         refusal = api.throttled(username, self.peer, time.monotonic())
         if refusal is not None:
@@ -180,22 +196,58 @@ class GatewayConnection(Link):
     # -- TCP flows ------------------------------------------------------------
     def _connect_tcp(self, stream_id: int, decision: ConnectDecision) -> None:
         target = f"{decision.host}:{decision.port}" if decision.host else "-"
-        if not decision.allowed:
-            self._audit(decision.session, "tcp", target, "deny", decision.reason, 0, 0, 0.0)
-            self.respond(stream_id, decision.status,
-                         [proxy_status_header(decision.proxy_status, decision.reason[:200])])
+        if not self._allowed(stream_id, "tcp", target, decision):
             return
         asyncio.get_running_loop().create_task(self._open_tcp(stream_id, decision, target))
+
+    def _allowed(self, stream_id: int, protocol: str, target: str, decision: ConnectDecision) -> bool:
+        """Answer and audit a denied request; True when it may go ahead."""
+        if decision.allowed:
+            if decision.session is not None:
+                self.sessions.add(decision.session)
+            return True
+        self._audit(decision.session, protocol, target, "deny", decision.reason, 0, 0, 0.0)
+        self.respond(stream_id, decision.status,
+                     [proxy_status_header(decision.proxy_status, decision.reason[:200])])
+        return False
+
+    def _flow_done(self, flow, session: Session | None, protocol: str, target: str) -> None:
+        self._flows.discard(flow)
+        self._audit(session, protocol, target, "allow", flow.error or "closed",
+                    flow.bytes_up, flow.bytes_down, time.monotonic() - flow.started)
+
+    def _connect_datagrams(self, stream_id: int, protocol: str, decision: ConnectDecision) -> None:
+        """connect-udp (RFC 9298) or connect-ip for ICMP echo (RFC 9484)."""
+        port = f":{decision.port}" if decision.port else ""
+        target = f"{decision.host}{port}" if decision.host else "-"
+        if not self._allowed(stream_id, protocol, target, decision):
+            return
+        session = decision.session
+        done = lambda flow: self._flow_done(flow, session, protocol, target)  # noqa: E731
+        try:
+            if protocol == "udp":
+                flow = UdpRelay(self, stream_id, str(decision.host), decision.port, done)
+            else:
+                client = session.address.ip if session.address else ipaddress.IPv4Address(0)
+                flow = EchoRelay(self, stream_id, decision.host, client,
+                                 self.gateway.echo_socket(), done)
+        except OSError as exc:
+            status, error = connect_failure(exc)
+            self._audit(session, protocol, target, "fail", error, 0, 0, 0.0)
+            self.respond(stream_id, status, [proxy_status_header(error)])
+            return
+        self._flows.add(flow)
+        self.respond(stream_id, 200, [("capsule-protocol", "?1")])
 
     async def _open_tcp(self, stream_id: int, decision: ConnectDecision, target: str) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         session = decision.session
-        if session is not None:
-            self.sessions.add(session)
 
         def done(pipe: StreamPipe) -> None:
-            self._pipes.discard(pipe)
+            # The pipe counts socket-side bytes: "up" (client to target) is
+            # what it wrote to the target socket.
+            self._flows.discard(pipe)
             self._audit(session, "tcp", target, "allow", pipe.error or "closed",
                         pipe.bytes_down, pipe.bytes_up, time.monotonic() - started)
 
@@ -212,7 +264,7 @@ class GatewayConnection(Link):
         if not self.respond(stream_id, 200):
             pipe.abort()
             return
-        self._pipes.add(pipe)
+        self._flows.add(pipe)
         pipe.attach_stream(stream_id)
 
     def _audit(self, session: Session | None, protocol: str, target: str, verdict: str,
@@ -249,6 +301,13 @@ class Gateway:
         self.api = GatewayApi(config)
         self.audit = AuditLog(config.server.audit_log)
         self._server: asyncio.base_events.Server | None = None
+        self._echo: EchoSocket | None = None
+
+    def echo_socket(self) -> EchoSocket:
+        """The shared raw ICMP socket, opened on first use (needs CAP_NET_RAW)."""
+        if self._echo is None:
+            self._echo = EchoSocket()
+        return self._echo
 
     def ssl_context(self) -> ssl.SSLContext:
         """TLS 1.3 only, ALPN h2."""

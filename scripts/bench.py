@@ -9,6 +9,7 @@ real client through the real gateway and measures the same things again:
 * connect + request + close latency of short HTTP connections (median, p99);
 * short-connection requests per second (wrk with ``Connection: close``
   against nginx);
+* UDP at a fixed offered rate (iperf3 -u): achieved rate and loss;
 * the client's peak RSS.
 
 Prints a table of both paths with the ratio tunnel/direct and writes JSON
@@ -82,6 +83,15 @@ def iperf(lab, seconds: int, streams: int, reverse: bool) -> float:
     return doc["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
+def iperf_udp(lab, seconds: int, rate: str) -> tuple[float, float]:
+    """UDP at a fixed offered rate: (achieved Mbit/s at the receiver, loss %)."""
+    argv = ["iperf3", "-c", str(topo.INTRANET_HOST), "-p", "5201", "-u", "-b", rate, "-l", "1400",
+            "-t", str(seconds), "-J"]
+    doc = json.loads(lab.run(lab.client, argv, timeout=seconds + 60).stdout)
+    total = doc["end"]["sum"]
+    return total["bits_per_second"] / 1e6 * (1 - total["lost_percent"] / 100), total["lost_percent"]
+
+
 def latency(lab, script: pathlib.Path, n: int) -> tuple[float, float]:
     """Median and p99 of connect+request+close in milliseconds."""
     out = lab.run(lab.client, [sys.executable, str(script), str(topo.INTRANET_HOST), str(n)],
@@ -108,6 +118,7 @@ def measure(lab, args, script: pathlib.Path) -> dict[str, float]:
     for streams in (1, 4):
         res[f"tcp_up_{streams}"] = iperf(lab, args.seconds, streams, reverse=False)
         res[f"tcp_down_{streams}"] = iperf(lab, args.seconds, streams, reverse=True)
+    res["udp_mbps"], res["udp_loss_pct"] = iperf_udp(lab, args.seconds, args.udp_rate)
     res["latency_p50_ms"], res["latency_p99_ms"] = latency(lab, script, args.requests)
     res["rps"] = rps(lab, args.seconds, args.connections)
     return res
@@ -138,6 +149,8 @@ ROWS = [
     ("tcp_down_1", "TCP 1 stream down (Gbit/s)", True),
     ("tcp_up_4", "TCP 4 streams up (Gbit/s)", True),
     ("tcp_down_4", "TCP 4 streams down (Gbit/s)", True),
+    ("udp_mbps", "UDP received at fixed rate (Mbit/s)", True),
+    ("udp_loss_pct", "UDP loss (%)", False),
     ("latency_p50_ms", "connect+request p50 (ms)", False),
     ("latency_p99_ms", "connect+request p99 (ms)", False),
     ("rps", "short connections (req/s)", True),
@@ -156,8 +169,8 @@ def report(direct: dict, tunnels: dict[int, dict], rss: dict[int, float]) -> str
             if value is None:
                 line += f" {'-':>16} {'-':>7}"
             else:
-                ratio = value / direct[key] if direct[key] else float("nan")
-                line += f" {value:16.2f} {ratio:7.1%}"
+                ratio = f"{value / direct[key]:7.1%}" if direct[key] else f"{'-':>7}"
+                line += f" {value:16.2f} {ratio}"
         lines.append(line)
     lines.append(f"{'client peak RSS (MiB)':32} {'':10}" + "".join(
         f" {rss[m]:16.1f} {'':7}" for m in names))
@@ -169,6 +182,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5, help="duration of each throughput run")
     parser.add_argument("--requests", type=int, default=300, help="sequential requests for latency")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--udp-rate", default="300M", help="offered UDP rate for iperf3 -u -b")
     parser.add_argument("--mtu", type=int, default=65000, help="TUN MTU pushed by the gateway")
     parser.add_argument("--compare-mtu", type=int, action="append", default=[],
                         help="also measure the tunnel with this MTU (repeatable)")

@@ -12,7 +12,9 @@ from gateway_stub.passwords import hash_password
 #: Cheap scrypt parameters keep the tests fast; the format is the real one.
 _FAST = dict(n=2, r=1, p=1)
 
-PASSWORDS = {"alice": "correct horse battery", "bob": "bob's secret"}
+PASSWORDS = {"alice": "correct horse battery", "bob": "bob's secret", "carol": "carol's secret"}
+#: carol must also give a one-time code from this TOTP secret.
+TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,10 +29,12 @@ class GatewaySetup:
 
 def write_gateway(tmp: pathlib.Path, *, listen: str, hosts: list[str], pool: str | None = "10.200.0.0/24",
                   allowed_networks: list[str], denied_networks: list[str] = (),
-                  extra_server: str = "", tcp_ports: list[str] | None = None) -> GatewaySetup:
+                  extra_server: str = "", tcp_ports: list[str] | None = None,
+                  resources: str | None = None, extra: str = "") -> GatewaySetup:
     """Write certs and a config: alice (group staff) may reach ``allowed_networks``
     over tcp (optionally limited to ``tcp_ports``); ``denied_networks`` is a
-    resource nobody is allowed; bob has no policy at all."""
+    resource nobody is allowed; bob has no policy at all. ``resources``
+    replaces the resource and policy tables; ``extra`` is appended (e.g. [dns])."""
     tmp.mkdir(parents=True, exist_ok=True)
     certs = make_self_signed(tmp, hosts)
     ports = "" if tcp_ports is None else f"ports = {list(tcp_ports)!r}\n".replace("'", '"')
@@ -56,6 +60,12 @@ password = "{hash_password(PASSWORDS['alice'], **_FAST)}"
 groups = ["staff"]
 
 [[user]]
+name = "carol"
+password = "{hash_password(PASSWORDS['carol'], **_FAST)}"
+groups = ["staff"]
+totp_secret = "{TOTP_SECRET}"
+
+[[user]]
 name = "bob"
 password = "{hash_password(PASSWORDS['bob'], **_FAST)}"
 groups = ["visitors"]
@@ -70,6 +80,8 @@ protocols = ["tcp", "udp", "icmp"]
 groups = ["staff"]
 allow = ["intranet"]
 """.replace("networks = ['", 'networks = ["').replace("', '", '", "').replace("']", '"]')
+    if resources is not None:
+        text = text[:text.index("[[resource]]")] + resources
     config = tmp / "gateway.toml"
-    config.write_text(text)
+    config.write_text(text + "\n" + extra)
     return GatewaySetup(config=config, certs=certs)

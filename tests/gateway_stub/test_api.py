@@ -71,3 +71,63 @@ def test_malformed_authorities_are_rejected(text):
     """Anything but an IPv4 literal with a port in 1-65535 is refused with ValueError."""
     with pytest.raises(ValueError):
         parse_authority(text)
+
+
+def test_udp_and_icmp_requests_are_checked_against_their_own_protocol(api):
+    """connect-udp and connect-ip targets come from the path and are checked as udp and icmp."""
+    token, _ = login(api)
+    h = {"authorization": f"Bearer {token}", ":path": "/.well-known/masque/udp/10.77.0.53/53/"}
+    assert api.authorize_connect(h, "udp", 1.0).allowed is False      # udp limited to port 80 here
+    h[":path"] = "/.well-known/masque/udp/10.77.0.53/80/"
+    assert api.authorize_connect(h, "udp", 1.0).allowed
+    h[":path"] = "/.well-known/masque/ip/10.77.0.10/1/"
+    assert api.authorize_connect(h, "icmp", 1.0).allowed
+    h[":path"] = "/.well-known/masque/ip/10.88.0.10/1/"
+    assert api.authorize_connect(h, "icmp", 1.0).status == 403
+    for bad in ("/.well-known/masque/ip/10.77.0.10/6/", "/.well-known/masque/ip/10.77.0.0%2F24/1/",
+                "/.well-known/masque/udp/10.77.0.53/53", "/x"):
+        h[":path"] = bad
+        assert api.authorize_connect(h, "udp" if "udp" in bad else "icmp", 1.0).status == 400
+
+
+def totp_code(step: int) -> str:
+    import pyotp
+    from tests.support import TOTP_SECRET
+    return pyotp.TOTP(TOTP_SECRET).at(step * 30)
+
+
+def challenge_for(api, now=0.0):
+    from gateway_stub.api import ChallengeAnswer  # noqa: F401 - used by callers
+    response, session = api.finish_login("carol", api.verify_login("carol", PASSWORDS["carol"]),
+                                         "192.0.2.2", now)
+    assert session is None and response.status == 200
+    return response.body["challenge"]["id"]
+
+
+def test_totp_user_gets_a_challenge_then_a_session_for_the_right_code(api):
+    """A password alone is not enough for carol; the current code completes the login."""
+    from gateway_stub.api import ChallengeAnswer
+    cid = challenge_for(api)
+    wall = 1_800_000_000.0
+    response, session = api.answer_challenge(ChallengeAnswer(cid, totp_code(int(wall // 30))),
+                                             "192.0.2.2", 1.0, wall)
+    assert response.status == 201 and session is not None and session.user.name == "carol"
+
+
+def test_wrong_expired_and_replayed_codes_are_refused_clearly(api):
+    """A wrong code, an expired challenge and a code used before each get their own message."""
+    from gateway_stub.api import ChallengeAnswer
+    wall = 1_800_000_000.0
+    step = int(wall // 30)
+    cid = challenge_for(api)
+    response, _ = api.answer_challenge(ChallengeAnswer(cid, "000000"), "s", 1.0, wall)
+    assert (response.status, response.body["error"]) == (401, "wrong one-time code")
+    cid = challenge_for(api, now=0.0)
+    response, _ = api.answer_challenge(ChallengeAnswer(cid, totp_code(step)), "s", 500.0, wall)
+    assert response.status == 401 and "expired" in response.body["error"]
+    cid = challenge_for(api, now=1000.0)
+    assert api.answer_challenge(ChallengeAnswer(cid, totp_code(step)), "s", 1001.0, wall)[1]
+    cid = challenge_for(api, now=1002.0)
+    response, session = api.answer_challenge(ChallengeAnswer(cid, totp_code(step)), "s", 1003.0,
+                                             wall + 5)
+    assert session is None and "already used" in response.body["error"]

@@ -101,14 +101,15 @@ class Tunnel:
         return self.workdir / "client-state"
 
     def start_gateway(self, *, pool: str | None = "10.200.0.0/24", extra_server: str = "",
-                      tcp_ports: list[str] | None = None) -> None:
+                      tcp_ports: list[str] | None = None, resources: str | None = None,
+                      extra: str = "") -> None:
         """Write a config and start the gateway."""
         self.setup = write_gateway(
             self.workdir / "gateway", listen=f"{topo.GATEWAY_OUTER}:{self.port}",
             hosts=[str(topo.GATEWAY_OUTER)], pool=pool,
             allowed_networks=[str(topo.INTRANET_NET), UNROUTED_NET],
             denied_networks=[str(topo.DENIED_NET)], extra_server=extra_server,
-            tcp_ports=tcp_ports)
+            tcp_ports=tcp_ports, resources=resources, extra=extra)
         self.launch()
 
     def launch(self) -> None:

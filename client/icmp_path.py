@@ -1,0 +1,124 @@
+"""The client's ICMP echo path: one connect-ip stream per target (RFC 9484).
+
+Theory of operation: echo requests (type 8) read from the TUN are sent, as
+whole IPv4 packets in DATAGRAM capsules, on a connect-ip stream scoped to
+their target and IP protocol 1; the stream is opened on the first request
+and kept while pings keep coming. The gateway pings the target from its own
+address and returns each echo reply, which is written to the TUN as a packet
+from the target to the app. A denied target gets ICMP "administratively
+prohibited" back, so ping reports an error instead of hanging. Every other
+ICMP type is dropped (counted by ``IcmpEcho``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import typing
+
+from client.icmp_echo import IcmpEcho, validate_echo_packet
+from client.packet import build_icmp_unreachable, build_ipv4_header
+from client.session import GatewaySession
+from client.wire.capsule import DATAGRAM, CapsuleError, CapsuleParser, encode_datagram, parse_datagram
+
+#: A target's stream closes after this long without an echo request.
+IDLE = 30.0
+
+
+class _EchoStream:
+    """Handler of one connect-ip stream (one target)."""
+
+    def __init__(self, path: "IcmpPath", target: ipaddress.IPv4Address) -> None:
+        self.path = path
+        self.target = target
+        self.stream_id = 0
+        self.client = target
+        self.last_request = b""
+        self.last_used = 0.0
+        self.parser = CapsuleParser()
+
+    def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
+        if not 200 <= status < 300:
+            self.path._refused(self)
+
+    def on_data(self, data: bytes, flow_length: int) -> None:
+        self.path.session.link.consumed(self.stream_id, flow_length)
+        try:
+            capsules = self.parser.feed(data)
+        except CapsuleError:
+            self.path._forget(self, reset=True)
+            return
+        for capsule in capsules:
+            if capsule.type != DATAGRAM:
+                continue
+            try:
+                context, packet = parse_datagram(capsule.value)
+                if context != 0:
+                    continue
+                message = validate_echo_packet(packet, expect_type=0, target=None)
+            except (CapsuleError, ValueError):
+                self.path.dropped += 1
+                continue
+            header = build_ipv4_header(source=self.target.packed, destination=self.client.packed,
+                                       protocol=1, payload_length=len(message))
+            self.path._tun_write(header + bytes(message))
+
+    def on_end(self) -> None:
+        self.path._forget(self, reset=False)
+
+    def on_reset(self, error_code: int) -> None:
+        self.path._forget(self, reset=False)
+
+    def on_writable(self) -> None:
+        pass
+
+
+class IcmpPath:
+    """Carries the ICMP echo of one session."""
+
+    def __init__(self, session: GatewaySession, echo: IcmpEcho,
+                 tun_write: typing.Callable[[bytes], None]) -> None:
+        self.session = session
+        self.echo = echo
+        self._tun_write = tun_write
+        self._streams: dict[ipaddress.IPv4Address, _EchoStream] = {}
+        self.dropped = 0
+
+    def on_packet(self, packet: bytes, now: float) -> None:
+        """One ICMP packet read from the TUN."""
+        request = self.echo.from_tun(packet)
+        link = self.session.link
+        if request is None or not link.is_open:
+            return
+        stream = self._streams.get(request.target)
+        if stream is None:
+            stream = _EchoStream(self, request.target)
+            stream.stream_id = link.open(self.session.extended_connect_headers(
+                "connect-ip", f"/.well-known/masque/ip/{request.target}/1/"), stream)
+            self._streams[request.target] = stream
+        stream.client = request.client
+        stream.last_request = bytes(packet)
+        stream.last_used = now
+        link.send(stream.stream_id, encode_datagram(bytes(packet)))
+
+    def _refused(self, stream: _EchoStream) -> None:
+        self._forget(stream, reset=False)
+        if stream.last_request:
+            self._tun_write(build_icmp_unreachable(stream.last_request, 13))
+
+    def _forget(self, stream: _EchoStream, *, reset: bool) -> None:
+        if self._streams.get(stream.target) is stream:
+            del self._streams[stream.target]
+        if reset:
+            self.session.link.reset(stream.stream_id)
+        else:
+            self.session.link.unregister(stream.stream_id)
+
+    def expire(self, now: float) -> None:
+        """Close the streams of targets nobody pinged lately."""
+        for stream in [s for s in self._streams.values() if now - s.last_used > IDLE]:
+            self._forget(stream, reset=True)
+
+    def close(self) -> None:
+        """Reset every stream."""
+        for stream in list(self._streams.values()):
+            self._forget(stream, reset=self.session.link.is_open)

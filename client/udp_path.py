@@ -1,0 +1,161 @@
+"""The client's UDP path: one connect-udp stream per flow (RFC 9298).
+
+Theory of operation: UDP packets read from the TUN go to ``UdpFlows``. A new
+flow (app port, destination) opens an extended CONNECT stream and sends its
+first datagram right behind the request headers, without waiting for the
+answer -- DNS must not pay an extra round trip. Datagrams coming back become
+IPv4/UDP packets from the server, written to the TUN. A refusal becomes the
+ICMP error the app would have got from the server (administratively
+prohibited, or port unreachable when the gateway relays one).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import typing
+
+from client.session import GatewaySession
+from client.udp_flows import UdpDatagram, UdpFlowOpened, UdpFlows
+from client.wire.capsule import (DATAGRAM, UNREACHABLE, CapsuleError, CapsuleParser,
+                                 encode_datagram, parse_datagram)
+
+log = logging.getLogger(__name__)
+
+#: Capsule bytes queued on a stream past which new datagrams are dropped.
+BACKLOG = 1024 * 1024
+
+
+class _UdpStream:
+    """Handler of one connect-udp stream."""
+
+    def __init__(self, path: "UdpPath", flow_id: int) -> None:
+        self.path = path
+        self.flow_id = flow_id
+        self.stream_id = 0
+        self.answered = False
+        self.parser = CapsuleParser()
+
+    def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
+        self.answered = True
+        if not 200 <= status < 300:
+            self.path._refused(self, status)
+
+    def on_data(self, data: bytes, flow_length: int) -> None:
+        self.path.session.link.consumed(self.stream_id, flow_length)
+        try:
+            capsules = self.parser.feed(data)
+        except CapsuleError as exc:
+            log.info("UDP flow %d: %s", self.flow_id, exc)
+            self.path._close(self, reset=True)
+            return
+        for capsule in capsules:
+            if capsule.type == DATAGRAM:
+                try:
+                    context, payload = parse_datagram(capsule.value)
+                except CapsuleError:
+                    continue
+                if context == 0:
+                    self.path._to_app(self, payload)
+            elif capsule.type == UNREACHABLE:
+                self.path._unreachable(self)
+
+    def on_end(self) -> None:
+        self.path._close(self, reset=False)
+
+    def on_reset(self, error_code: int) -> None:
+        if not self.answered:
+            self.answered = True
+            self.path._refused(self, 502)
+        else:
+            self.path._close(self, reset=False)
+
+    def on_writable(self) -> None:
+        pass
+
+
+class UdpPath:
+    """Carries the UDP flows of one session."""
+
+    def __init__(self, session: GatewaySession, flows: UdpFlows,
+                 tun_write: typing.Callable[[bytes], None]) -> None:
+        self.session = session
+        self.flows = flows
+        self._tun_write = tun_write
+        self._streams: dict[int, _UdpStream] = {}
+        self.dropped = 0
+
+    @property
+    def open_flows(self) -> int:
+        """Flows with a stream."""
+        return len(self._streams)
+
+    def on_packet(self, packet: bytes, now: float) -> None:
+        """One UDP packet read from the TUN."""
+        event = self.flows.from_tun(packet, now)
+        if event is None:
+            return
+        link = self.session.link
+        if isinstance(event, UdpFlowOpened):
+            if not link.is_open:
+                return
+            stream = _UdpStream(self, event.flow_id)
+            target = event.key.target
+            stream.stream_id = link.open(
+                self.session.extended_connect_headers(
+                    "connect-udp", f"/.well-known/masque/udp/{target.address}/{target.port}/"),
+                stream)
+            self._streams[event.flow_id] = stream
+            link.send(stream.stream_id, encode_datagram(event.first_payload))
+        elif isinstance(event, UdpDatagram):
+            stream = self._streams.get(event.flow_id)
+            if stream is None or not link.is_open:
+                return
+            if link.buffered(stream.stream_id) > BACKLOG:
+                self.dropped += 1
+                return
+            link.send(stream.stream_id, encode_datagram(event.payload))
+
+    def _to_app(self, stream: _UdpStream, payload: bytes) -> None:
+        packet = self.flows.to_app(stream.flow_id, payload, now=time.monotonic())
+        if packet is not None:
+            self._tun_write(packet)
+
+    def _unreachable(self, stream: _UdpStream) -> None:
+        packet = self.flows.port_unreachable(stream.flow_id)
+        if packet is not None:
+            self._tun_write(packet)
+
+    def _refused(self, stream: _UdpStream, status: int) -> None:
+        self._streams.pop(stream.flow_id, None)
+        self.session.link.unregister(stream.stream_id)
+        if status in (403, 407):
+            packet = self.flows.prohibited(stream.flow_id)
+        else:
+            packet = self.flows.port_unreachable(stream.flow_id)
+            self.flows.close(stream.flow_id)
+        if packet is not None:
+            self._tun_write(packet)
+
+    def _close(self, stream: _UdpStream, *, reset: bool) -> None:
+        if self._streams.pop(stream.flow_id, None) is None:
+            return
+        if reset:
+            self.session.link.reset(stream.stream_id)
+        else:
+            self.session.link.unregister(stream.stream_id)
+        self.flows.close(stream.flow_id)
+
+    def expire(self, now: float) -> None:
+        """End idle flows and their streams."""
+        for flow_id in self.flows.expire(now):
+            stream = self._streams.pop(flow_id, None)
+            if stream is not None:
+                self.session.link.reset(stream.stream_id)
+
+    def close(self) -> None:
+        """Reset every stream."""
+        for stream in list(self._streams.values()):
+            if self.session.link.is_open:
+                self.session.link.reset(stream.stream_id)
+        self._streams.clear()
