@@ -1,0 +1,243 @@
+"""The real engine against the real gateway over loopback, with an in-memory
+TUN, routes and DNS: no namespaces needed (the gateway's ICMP test needs root)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+
+import pyotp
+import pytest
+
+from client.dns import MemoryDns
+from client.engine import Engine, EngineOptions
+from client.errors import LoginFailed, TrustError
+from client.routes import MemoryRoutes
+from client.session import GatewayAddress
+from client.states import State
+from client.trust import Trust
+from client.tun import MemoryTun
+from gateway_stub.config import load_config
+from gateway_stub.server import Gateway
+from tests.client.packets import fields, tcp_packet, udp_packet
+from tests.support import PASSWORDS, TOTP_SECRET, write_gateway
+
+REFLECT = ipaddress.IPv4Network("127.77.0.0/30")   # loopback: bindable without configuring
+APP = "127.77.0.1"
+SYN, RST = 0x02, 0x04
+
+
+class Prompts:
+    """A prompter that answers from a script and counts the questions."""
+
+    def __init__(self, codes=(), decision="cancel") -> None:
+        self.codes = list(codes)
+        self.decision = decision
+        self.asked_codes = 0
+        self.asked_certs = []
+
+    async def one_time_code(self, prompt):
+        self.asked_codes += 1
+        return self.codes.pop(0) if self.codes else None
+
+    async def trust_certificate(self, info):
+        self.asked_certs.append(info)
+        return self.decision
+
+
+class Rig:
+    """Gateway on loopback plus an engine with fakes, for one test."""
+
+    def __init__(self, tmp_path, *, user="alice", prompter=None, trust=None, dns=True) -> None:
+        extra = '[dns]\nservers = ["127.0.0.53"]\nsearch = ["corp.example"]\n' if dns else ""
+        self.setup = write_gateway(tmp_path, listen="127.0.0.1:0", hosts=["127.0.0.1"],
+                                   allowed_networks=["127.0.0.0/8"], extra=extra)
+        self.gateway = Gateway(load_config(self.setup.config))
+        self.user, self.prompter, self.trust = user, prompter, trust
+        self.tun = MemoryTun()
+        self.routes, self.dns = MemoryRoutes(), MemoryDns()
+        self.states: list[tuple[State, str]] = []
+
+    async def start(self) -> Engine:
+        (host, port), *_ = await self.gateway.start()
+        options = EngineOptions(gateway=GatewayAddress(host, port),
+                                trust=self.trust or Trust(ca_file=self.setup.certs.ca_cert),
+                                username=self.user, reflect_network=REFLECT,
+                                reconnect_delays=(0.1, 0.2))
+        self.engine = Engine(options, PASSWORDS[self.user], tun_factory=lambda mtu: self.tun,
+                             routes=self.routes, dns=self.dns, prompter=self.prompter,
+                             on_state=lambda s, d: self.states.append((s, d)))
+        self.stop = asyncio.Event()
+        self.task = asyncio.ensure_future(self.engine.run(self.stop))
+        return self.engine
+
+    async def connected(self) -> None:
+        for _ in range(200):
+            if self.engine.state is State.CONNECTED or self.task.done():
+                break
+            await asyncio.sleep(0.02)
+        if self.task.done():
+            self.task.result()
+        assert self.engine.state is State.CONNECTED
+
+    async def written(self, predicate, timeout=5.0) -> bytes:
+        """Wait for a packet the engine wrote to the TUN."""
+        for _ in range(int(timeout / 0.02)):
+            for packet in self.tun.written:
+                if predicate(packet):
+                    return packet
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no such packet among {len(self.tun.written)} written")
+
+    async def close(self) -> None:
+        self.stop.set()
+        try:
+            await asyncio.wait_for(self.task, 10)
+        finally:
+            self.gateway._server.close()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_connect_applies_pushed_state_and_disconnect_restores_it(tmp_path):
+    """Connected: the lease, the routes and the split DNS are applied; after stop all are restored."""
+    async def main():
+        rig = Rig(tmp_path)
+        await rig.start()
+        await rig.connected()
+        state = rig.routes.state
+        assert str(state.addresses[0]) == "10.200.0.2/24"
+        assert [str(r) for r in state.routes] == ["127.0.0.0/8"]
+        assert [str(s) for s in rig.dns.state.servers] == ["127.0.0.53"]
+        await rig.close()
+        assert rig.engine.state is State.DISCONNECTED
+        assert rig.routes.restore_count >= 1 and rig.dns.restore_count >= 1
+        assert [s for s, _ in rig.states] == [State.CONNECTING, State.AUTHENTICATING,
+                                              State.CONFIGURING, State.CONNECTED,
+                                              State.DISCONNECTING, State.DISCONNECTED]
+    run(main())
+
+
+def test_syn_is_held_until_the_gateway_confirms_then_released(tmp_path):
+    """A SYN to a listening port comes back reflected only after the gateway connected;
+    a SYN to a closed port is answered with an RST from the server."""
+    async def main():
+        listener = socket.create_server(("127.0.0.1", 0))
+        open_port = listener.getsockname()[1]
+        closed = socket.create_server(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
+        closed.close()
+        rig = Rig(tmp_path)
+        await rig.start()
+        await rig.connected()
+        rig.tun.inject(tcp_packet(src=APP, dst="127.0.0.1", sport=40001, dport=open_port,
+                                  flags=SYN, seq=1000))
+        released = await rig.written(lambda p: p[9] == 6 and fields(p)["flags"] == SYN
+                                     and fields(p)["dst"] == str(REFLECT.network_address + 1))
+        assert fields(released)["src"] == str(REFLECT.network_address + 2)
+        rig.tun.inject(tcp_packet(src=APP, dst="127.0.0.1", sport=40002, dport=closed_port,
+                                  flags=SYN, seq=2000))
+        rst = await rig.written(lambda p: p[9] == 6 and fields(p)["flags"] & RST)
+        f = fields(rst)
+        assert (f["src"], f["sport"], f["dport"], f["ack"]) == ("127.0.0.1", closed_port, 40002, 2001)
+        await rig.close()
+        listener.close()
+    run(main())
+
+
+def test_udp_datagram_goes_out_and_the_reply_comes_back_as_a_packet(tmp_path):
+    """A UDP packet from the TUN reaches a loopback echo server via the gateway; the echo is written to the TUN."""
+    async def main():
+        echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        echo.bind(("127.0.0.1", 0))
+        echo.setblocking(False)
+        port = echo.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        loop.add_reader(echo.fileno(), lambda: echo.sendto(*echo.recvfrom(65535)))
+        rig = Rig(tmp_path)
+        await rig.start()
+        await rig.connected()
+        rig.tun.inject(udp_packet(src=APP, dst="127.0.0.1", sport=5353, dport=port,
+                                  payload=b"hello over connect-udp"))
+        reply = await rig.written(lambda p: p[9] == 17)
+        assert reply.endswith(b"hello over connect-udp")
+        f = fields(reply)
+        assert (f["src"], f["dst"]) == ("127.0.0.1", APP)
+        loop.remove_reader(echo.fileno())
+        await rig.close()
+        echo.close()
+    run(main())
+
+
+def test_one_time_code_is_asked_once_and_not_again_on_resume(tmp_path):
+    """carol's login asks for one code; when the connection drops, the session resumes with its token, no new code."""
+    async def main():
+        prompts = Prompts(codes=[pyotp.TOTP(TOTP_SECRET).now()])
+        rig = Rig(tmp_path, user="carol", prompter=prompts)
+        await rig.start()
+        await rig.connected()
+        assert prompts.asked_codes == 1
+        rig.engine.session.link.close("test drops the connection")
+        for _ in range(200):
+            if (State.CONNECTED, "reconnected") in rig.states:
+                break
+            await asyncio.sleep(0.02)
+        assert (State.CONNECTED, "reconnected") in rig.states
+        assert prompts.asked_codes == 1
+        await rig.close()
+    run(main())
+
+
+def test_wrong_one_time_code_fails_with_its_reason(tmp_path):
+    """A wrong code ends the attempt with the gateway's reason and restores nothing, since nothing was applied."""
+    async def main():
+        rig = Rig(tmp_path, user="carol", prompter=Prompts(codes=["000000"]))
+        await rig.start()
+        with pytest.raises(LoginFailed, match="wrong one-time code"):
+            await asyncio.wait_for(rig.task, 10)
+        assert rig.engine.state is State.FAILED and rig.routes.state is None
+        rig.gateway._server.close()
+    run(main())
+
+
+def test_untrusted_certificate_is_put_to_the_user(tmp_path):
+    """Without the CA the user is shown subject and fingerprint; 'once' connects pinned, 'cancel' fails."""
+    async def main():
+        prompts = Prompts(decision="once")
+        rig = Rig(tmp_path / "a", prompter=prompts, trust=Trust())
+        await rig.start()
+        await rig.connected()
+        info = prompts.asked_certs[0]
+        assert info.fingerprint.startswith("sha256:") and "Tunnelgate" in info.issuer + info.subject
+        assert rig.engine.trusted_pin == info.fingerprint
+        await rig.close()
+        rig = Rig(tmp_path / "b", prompter=Prompts(decision="cancel"), trust=Trust())
+        await rig.start()
+        with pytest.raises(TrustError, match="not trusted"):
+            await asyncio.wait_for(rig.task, 10)
+        rig.gateway._server.close()
+    run(main())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the gateway's raw ICMP socket needs root")
+def test_echo_request_gets_an_echo_reply(tmp_path):
+    """An ICMP echo request read from the TUN is answered by the real target (loopback) via the gateway."""
+    from client.icmp_echo import IcmpEcho
+    from client.packet import build_icmp
+
+    async def main():
+        rig = Rig(tmp_path)
+        await rig.start()
+        await rig.connected()
+        rig.tun.inject(build_icmp(source=socket.inet_aton(APP), destination=socket.inet_aton("127.0.0.1"),
+                                  icmp_type=8, code=0, rest=bytes([0x12, 0x34, 0, 1]),
+                                  body=b"ping through the tunnel"))
+        reply = await rig.written(lambda p: p[9] == 1 and p[20] == 0)
+        assert reply.endswith(b"ping through the tunnel") and reply[24:28] == bytes([0x12, 0x34, 0, 1])
+        assert IcmpEcho  # the module under test on the client side
+        await rig.close()
+    run(main())
