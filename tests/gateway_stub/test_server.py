@@ -293,3 +293,71 @@ def test_idle_flow_is_ended_by_the_gateway(tmp_path):
             await session.logout()
         server.close()
     run(main())
+
+
+def _udp_headers(session, port: int) -> list[tuple[str, str]]:
+    return session.extended_connect_headers("connect-udp", f"/.well-known/masque/udp/127.0.0.1/{port}/")
+
+
+def test_connect_udp_survives_garbage_unknown_and_oversized_capsules(tmp_path):
+    """Unknown capsule types are skipped, an oversized or odd-context datagram is dropped, a malformed
+    capsule resets only its stream; the session and other flows keep working."""
+    from client.wire.capsule import CapsuleParser, encode_capsule, encode_datagram, encode_varint
+
+    async def main():
+        echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        echo.bind(("127.0.0.1", 0))
+        echo.setblocking(False)
+        port = echo.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        loop.add_reader(echo.fileno(), lambda: echo.sendto(*echo.recvfrom(70000)))
+        async with Bench(tmp_path) as bench:
+            session = await bench.login()
+            flow = Flow(session.link)
+            flow.stream_id = session.link.open(_udp_headers(session, port), flow)
+            # First datagram right behind the headers, before any answer.
+            session.link.send(flow.stream_id, encode_datagram(b"first"))
+            assert await asyncio.wait_for(flow.status, 10) == 200
+            session.link.send(flow.stream_id, encode_capsule(0x1234567, b"unknown type"))
+            session.link.send(flow.stream_id, encode_datagram(b"odd context", context_id=3))
+            session.link.send(flow.stream_id, encode_datagram(b"x" * 65528))   # > 65527: dropped
+            session.link.send(flow.stream_id, encode_datagram(b"second"))
+            parser = CapsuleParser()
+            for _ in range(200):
+                got = [c.value for c in parser.feed(bytes(flow.data))]
+                if len(got) >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert got == [b"\x00first", b"\x00second"]
+            # A malformed capsule (length beyond the limit) resets that stream only.
+            bad = Flow(session.link)
+            bad.stream_id = session.link.open(_udp_headers(session, port), bad)
+            session.link.send(bad.stream_id, b"\x00" + encode_varint(1 << 40))
+            assert await asyncio.wait_for(bad.ended, 10) is False
+            assert session.link.is_open
+            flow.data.clear()
+            session.link.send(flow.stream_id, encode_datagram(b"still fine"))
+            for _ in range(200):
+                if bytes(flow.data).endswith(b"still fine"):
+                    break
+                await asyncio.sleep(0.02)
+            assert bytes(flow.data).endswith(b"still fine")
+            await session.logout()
+        loop.remove_reader(echo.fileno())
+        echo.close()
+    run(main())
+
+
+def test_denied_udp_never_opens_a_socket(tmp_path):
+    """connect-udp to a denied network is answered 403 with proxy-status and audited as a denial."""
+    async def main():
+        async with Bench(tmp_path) as bench:
+            session = await bench.login()
+            flow = Flow(session.link)
+            flow.stream_id = session.link.open(session.extended_connect_headers(
+                "connect-udp", "/.well-known/masque/udp/10.88.0.10/53/"), flow)
+            assert await asyncio.wait_for(flow.status, 10) == 403
+            assert "destination_ip_prohibited" in flow.headers["proxy-status"]
+            assert any(r["protocol"] == "udp" and r["verdict"] == "deny" for r in bench.audit())
+            await session.logout()
+    run(main())
