@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 
 need=()
 for tool in ip:iproute2 iperf3:iperf3 ping:iputils-ping curl:curl dig:dnsutils dnsmasq:dnsmasq-base \
-            wrk:wrk ss:iproute2 openssl:openssl; do
+            wrk:wrk ss:iproute2 openssl:openssl nginx:nginx-light; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
+done
+# Libraries Qt needs for the tray app and its offscreen tests.
+for pkg in libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
