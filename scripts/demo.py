@@ -37,15 +37,22 @@ def main() -> int:
         www.mkdir()
         (www / "index.html").write_text("Hello from the intranet web server!\n")
         web = servers.start_http(lab, topo.INTRANET_HOST, 80, www)
+        servers.start_dns(lab, topo.INTRANET_DNS, {"web.corp.example": str(topo.INTRANET_HOST)})
         tunnel = Tunnel(lab=lab, workdir=work)
-        tunnel.start_gateway()
+        tunnel.start_gateway(extra=f'[dns]\nservers = ["{topo.INTRANET_DNS}"]\n'
+                                   'search = ["corp.example"]\n')
         show("gateway", f"listening on {tunnel.url}, config {tunnel.setup.config}")
         client = tunnel.connect()
         show("client", client.output())
-        page = lab.run(lab.client, ["curl", "-sS", f"http://{topo.INTRANET_HOST}/index.html"])
-        show(f"curl http://{topo.INTRANET_HOST}/index.html (from the client namespace)", page.stdout)
+        page = lab.run(lab.client, ["curl", "-sS", "http://web.corp.example/index.html"])
+        show("curl http://web.corp.example/index.html (from the client namespace; the name is "
+             "resolved by the intranet DNS through the tunnel)", page.stdout)
+        ping = lab.run(lab.client, ["ping", "-c", "3", "-i", "0.2", str(topo.INTRANET_HOST)], check=False)
+        show(f"ping {topo.INTRANET_HOST} (ICMP echo through the tunnel)", ping.stdout)
         show("what the intranet server saw (reverse NAT: the gateway's address)", web.log_text())
         show("client routes", lab.run(lab.client, ["ip", "route"]).stdout)
+        show("client resolver (split DNS pushed by the gateway)",
+             lab.run(lab.client, ["cat", "/etc/resolv.conf"]).stdout)
         show("gateway audit log", tunnel.audit() or "(written when the flow closes)")
         if not args.once and sys.stdin.isatty():
             show("connected", f"try: sudo ip netns exec {lab.client} curl http://{topo.INTRANET_HOST}/\n"
