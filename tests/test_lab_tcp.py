@@ -247,3 +247,18 @@ def test_kill_9_of_client_is_undone_at_next_start(lab, tmp_path):
     assert again.stop() == 0
     assert host_snapshot(lab) == before
     tunnel.stop_gateway()
+
+
+def test_works_with_strict_reverse_path_filtering(lab, site):
+    """With rp_filter=1 (strict) in the client, reflected packets still pass: curl works."""
+    tunnel, _ = site
+    for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
+        lab.run(lab.client, ["sysctl", "-qw", f"{key}=1"])
+    client = tunnel.connect()
+    try:
+        result, _ = curl(lab, f"http://{topo.INTRANET_HOST}/index.html")
+        assert result.returncode == 0 and result.stdout == "hello from the intranet\n", result.stderr
+    finally:
+        client.stop()
+        for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
+            lab.run(lab.client, ["sysctl", "-qw", f"{key}=0"])
