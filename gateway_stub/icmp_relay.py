@@ -22,8 +22,9 @@ import typing
 
 from client.icmp_echo import validate_echo_packet
 from client.packet import build_ipv4_header, internet_checksum
-from client.wire.capsule import DATAGRAM, CapsuleError, CapsuleParser, encode_datagram, parse_datagram
+from client.wire.capsule import encode_datagram
 from client.wire.link import Link
+from gateway_stub.capsule_stream import CapsuleStream
 
 log = logging.getLogger(__name__)
 
@@ -91,58 +92,34 @@ class EchoSocket:
         self._sock.close()
 
 
-class EchoRelay:
+class EchoRelay(CapsuleStream):
     """One connect-ip stream scoped to a single target, ICMP only."""
 
     def __init__(self, link: Link, stream_id: int, target: ipaddress.IPv4Address,
                  client_address: ipaddress.IPv4Address, sock: EchoSocket,
                  on_done: typing.Callable[["EchoRelay"], None]) -> None:
-        self.link = link
-        self.stream_id = stream_id
+        super().__init__(link, stream_id, on_done)
         self.target = target
         self.client_address = client_address
-        self.bytes_up = self.bytes_down = 0
-        self.dropped = 0
-        self.error: str | None = None
-        self.started = self.last_active = time.monotonic()
         self._sock = sock
         self._ident = sock.register(self)
         self._client_idents: dict[int, int] = {}     # seq -> the client's identifier
-        self._parser = CapsuleParser()
-        self._on_done = on_done
-        self._done = False
-        link.register(stream_id, self)
+        self.start()
 
-    def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
-        pass
-
-    def on_data(self, data: bytes, flow_length: int) -> None:
-        self.link.consumed(self.stream_id, flow_length)
+    def on_datagram(self, packet: bytes) -> None:
         try:
-            capsules = self._parser.feed(data)
-        except CapsuleError as exc:
-            self.error = f"malformed capsule: {exc}"
-            self.abort()
+            message = validate_echo_packet(packet, expect_type=ECHO_REQUEST, target=self.target)
+        except ValueError:
+            self.dropped += 1
             return
-        for capsule in capsules:
-            if capsule.type != DATAGRAM:
-                continue
-            try:
-                context, packet = parse_datagram(capsule.value)
-                if context != 0:
-                    raise ValueError("unknown context")
-                message = validate_echo_packet(packet, expect_type=ECHO_REQUEST, target=self.target)
-            except (CapsuleError, ValueError):
-                self.dropped += 1
-                continue
-            ident, seq = struct.unpack_from("!HH", message, 4)
-            if len(self._client_idents) > 4096:
-                self._client_idents.clear()
-            self._client_idents[seq] = ident
-            self.bytes_up += len(message)
-            self.last_active = time.monotonic()
-            self._sock.send(str(self.target), echo_message(ECHO_REQUEST, self._ident, seq,
-                                                           bytes(message[8:])))
+        ident, seq = struct.unpack_from("!HH", message, 4)
+        if len(self._client_idents) > 4096:
+            self._client_idents.clear()
+        self._client_idents[seq] = ident
+        self.bytes_up += len(message)
+        self.last_active = time.monotonic()
+        self._sock.send(str(self.target), echo_message(ECHO_REQUEST, self._ident, seq,
+                                                       bytes(message[8:])))
 
     def on_reply(self, source: ipaddress.IPv4Address, seq: int, payload: bytes) -> None:
         """An echo reply for our identifier arrived."""
@@ -156,25 +133,5 @@ class EchoRelay:
         self.last_active = time.monotonic()
         self.link.send(self.stream_id, encode_datagram(header + message))
 
-    def on_end(self) -> None:
-        self._finish()
-
-    def on_reset(self, error_code: int) -> None:
-        self._finish()
-
-    def on_writable(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        """Reset the stream and forget the identifier."""
-        if not self._done and self.link.is_open:
-            self.link.reset(self.stream_id)
-        self._finish()
-
-    def _finish(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        self.link.unregister(self.stream_id)
+    def close_io(self) -> None:
         self._sock.unregister(self._ident)
-        self._on_done(self)
