@@ -1,9 +1,17 @@
 """The ``tunnelgate`` command line.
 
-``tunnelgate connect URL --user NAME`` runs the engine in the foreground (as
-root) until Ctrl-C or SIGTERM, printing each state change; it exits non-zero
-with a one-line reason when the connection fails or is lost. Before anything
-else it undoes what a crashed earlier run left on the host.
+Two ways to connect. Through the service (``tunnelgate service``, root,
+normally started by systemd): ``tunnelgate connect PROFILE|URL`` sends the
+request over the control API, answers a one-time code or certificate
+question on the terminal, prints the states until connected or failed and
+returns; ``status`` and ``disconnect`` talk to the same service. In the
+foreground (``--foreground``, or ``--state-dir``, or as root with no
+service socket): ``tunnelgate connect URL --user NAME`` runs the engine in
+this process until Ctrl-C or SIGTERM, printing each state change, and
+exits non-zero with a one-line reason when the connection fails or is
+lost; before anything else it undoes what a crashed earlier run left on
+the host. ``profiles`` manages the per-user profiles and their keyring
+passwords. Exit codes: 0 ok, 1 failure, 2 usage.
 """
 
 from __future__ import annotations
@@ -23,24 +31,58 @@ from client.states import State
 DEFAULT_STATE_DIR = pathlib.Path("/var/lib/tunnelgate")
 
 
+def _state_dir_default() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("TUNNELGATE_STATE_DIR", DEFAULT_STATE_DIR))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunnelgate", description="Tunnelgate SSL-VPN client")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
-    con = sub.add_parser("connect", help="connect in the foreground until Ctrl-C (needs root)")
-    con.add_argument("url", help="the gateway, https://HOST[:PORT]")
-    con.add_argument("--user", required=True, help="user name")
+    con = sub.add_parser("connect", help="connect a profile or gateway URL (through the service, "
+                                         "or in the foreground with --foreground)")
+    con.add_argument("url", metavar="PROFILE|URL", help="a profile name, or the gateway https://HOST[:PORT]")
+    con.add_argument("--user", help="user name (needed with a URL)")
     con.add_argument("--password-stdin", action="store_true",
-                     help="read the password from the first line of standard input")
+                     help="read the password from the first line of standard input "
+                          "(and a one-time code, when asked, from the next)")
     trust = con.add_mutually_exclusive_group()
     trust.add_argument("--ca", type=pathlib.Path, help="CA file to verify the gateway with")
     trust.add_argument("--pin", help="pinned server certificate fingerprint, sha256:HEX")
-    con.add_argument("--state-dir", type=pathlib.Path,
-                     default=pathlib.Path(os.environ.get("TUNNELGATE_STATE_DIR", DEFAULT_STATE_DIR)),
-                     help="where the journal of host changes is kept (default %(default)s)")
+    con.add_argument("--foreground", action="store_true",
+                     help="run the engine in this process until Ctrl-C (needs root)")
+    con.add_argument("--state-dir", type=pathlib.Path, default=None,
+                     help="foreground only (implies --foreground): where the journal of host changes "
+                          f"is kept (default $TUNNELGATE_STATE_DIR or {DEFAULT_STATE_DIR})")
     rec = sub.add_parser("recover", help="undo host changes left by a crashed client")
-    rec.add_argument("--state-dir", type=pathlib.Path,
-                     default=pathlib.Path(os.environ.get("TUNNELGATE_STATE_DIR", DEFAULT_STATE_DIR)))
+    rec.add_argument("--state-dir", type=pathlib.Path, default=_state_dir_default())
+    svc = sub.add_parser("service", help="run the privileged service (root; systemd starts it)")
+    svc.add_argument("--socket", type=pathlib.Path, default=None,
+                     help="control socket (default $TUNNELGATE_SOCKET or /run/tunnelgate/control.sock)")
+    svc.add_argument("--state-dir", type=pathlib.Path, default=_state_dir_default(),
+                     help="where the journals of host changes are kept (default %(default)s)")
+    svc.add_argument("--group", default="tunnelgate", help="group allowed to use the service")
+    st = sub.add_parser("status", help="show the connection state (from the service)")
+    st.add_argument("--json", action="store_true", help="print the raw Status object")
+    sub.add_parser("disconnect", help="disconnect (through the service)")
+    prof = sub.add_parser("profiles", help="manage your connection profiles")
+    psub = prof.add_subparsers(dest="action", required=True)
+    psub.add_parser("list", help="list profiles")
+    add = psub.add_parser("add", help="add or replace a profile")
+    add.add_argument("name")
+    add.add_argument("--gateway", required=True, help="https://HOST[:PORT]")
+    add.add_argument("--user", required=True, help="user name")
+    ptrust = add.add_mutually_exclusive_group()
+    ptrust.add_argument("--ca", type=pathlib.Path, help="CA file to verify the gateway with")
+    ptrust.add_argument("--pin", help="pinned server certificate fingerprint, sha256:HEX")
+    add.add_argument("--connect-at-start", action="store_true",
+                     help="let the tray app connect this profile when it starts")
+    rm = psub.add_parser("remove", help="remove a profile and its saved password")
+    rm.add_argument("name")
+    pw = psub.add_parser("set-password", help="save a profile's password in the keyring")
+    pw.add_argument("name")
+    pw.add_argument("--password-stdin", action="store_true",
+                    help="read the password from the first line of standard input")
     return parser
 
 
@@ -116,6 +158,26 @@ def _connect(args: argparse.Namespace) -> int:
     return 0 if engine.state is State.DISCONNECTED else 1
 
 
+def _foreground(args: argparse.Namespace) -> bool:
+    """Whether ``connect`` runs the engine here rather than through the service."""
+    if args.foreground or args.state_dir is not None:
+        return True
+    from client.control.client import socket_path
+    return os.geteuid() == 0 and not socket_path().exists()
+
+
+def _connect_command(args: argparse.Namespace) -> int:
+    from client.control import commands
+    profile = commands.resolve_profile(args)
+    if not _foreground(args):
+        return commands.connect(args, profile)
+    if args.user is None:
+        raise UsageError("--user is needed to connect to a URL")
+    if args.state_dir is None:
+        args.state_dir = _state_dir_default()
+    return _connect(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tunnelgate``."""
     args = _parser().parse_args(argv)
@@ -123,12 +185,21 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "connect":
-            return _connect(args)
+            return _connect_command(args)
         if args.command == "recover":
             from client.routes import RouteManager
             done = RouteManager.recover(_journal(args.state_dir))
             print("restored host changes" if done else "nothing to restore")
             return 0
+        from client.control import commands
+        if args.command == "service":
+            return commands.service(args)
+        if args.command == "status":
+            return commands.status(args)
+        if args.command == "disconnect":
+            return commands.disconnect(args)
+        if args.command == "profiles":
+            return commands.profiles(args)
     except UsageError as exc:
         print(f"tunnelgate: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,287 @@
+"""EngineHost: the service's one engine at a time, and its questions to the user.
+
+Theory of operation. ``connect`` checks that nothing is running, builds an
+``Engine`` (through ``engine_factory``, so tests can use a fake) with fresh
+TUN/routes/DNS managers from the factories, and runs it in a task; every
+state change goes to the notifier as a ``state`` notification. While the
+engine runs, a sampler turns the byte counters into rates. The host is also
+the engine's ``Prompter``: a question becomes a ``challenge`` or
+``certificate`` notification with a fresh id, and the answer arrives
+through ``answer`` (unanswered after ``prompt_timeout`` seconds, or nobody
+subscribed, means cancel). ``disconnect`` asks a connected engine to stop
+(it logs out and restores the host) and cancels one that is still logging
+in. Secrets given for the attempt (password, one-time codes) are listed in
+``secrets`` so the log forwarder can blank them out should one ever appear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import pathlib
+import secrets as _secrets
+import time
+import typing
+
+from client.control.errors import Busy, NoSuchQuestion
+from client.engine import Engine, EngineOptions
+from client.errors import ClientError, UsageError
+from client.prompter import CertificateInfo
+from client.session import GatewayAddress
+from client.states import State
+from client.trust import Trust
+
+log = logging.getLogger(__name__)
+
+SERVICE_VERSION = "0.1.0"
+
+Notifier = typing.Callable[[str, dict], int]
+"""Sends a notification to the subscribers; returns how many there were."""
+
+_ACTIVE = frozenset({State.CONNECTING, State.AUTHENTICATING, State.CONFIGURING, State.CONNECTED,
+                     State.RECONNECTING, State.DISCONNECTING})
+DECISIONS = ("once", "always", "cancel")
+
+
+@dataclasses.dataclass
+class _Attempt:
+    """What the current (or last) connection attempt is about."""
+
+    gateway: GatewayAddress
+    username: str
+    profile: str | None
+    engine: typing.Any
+    task: asyncio.Task | None = None
+    connected_since: float | None = None
+    stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+@dataclasses.dataclass
+class _Question:
+    kind: str
+    future: asyncio.Future
+
+
+class EngineHost:
+    """Owns at most one engine; implements the engine's Prompter for the service."""
+
+    def __init__(self, *, tun_factory: typing.Callable[[int], typing.Any],
+                 routes_factory: typing.Callable[[], typing.Any],
+                 dns_factory: typing.Callable[[], typing.Any] | None = None,
+                 engine_factory: typing.Callable[..., typing.Any] = Engine,
+                 state_dir: pathlib.Path | None = None, prompt_timeout: float = 120.0,
+                 sample_interval: float = 1.0,
+                 reflect_network: ipaddress.IPv4Network | None = None) -> None:
+        self._tun_factory = tun_factory
+        self._routes_factory = routes_factory
+        self._dns_factory = dns_factory
+        self._engine_factory = engine_factory
+        self.state_dir = state_dir
+        """Where the journals of host changes live (None: no recovery)."""
+        self.prompt_timeout = prompt_timeout
+        self.sample_interval = sample_interval
+        self._reflect_network = reflect_network
+        self._notify: Notifier = lambda method, params: 0
+        self.state = State.DISCONNECTED
+        self.detail = ""
+        self.error: str | None = None
+        self._attempt: _Attempt | None = None
+        self._questions: dict[str, _Question] = {}
+        self._rates = (0.0, 0.0)
+        self._sampler: asyncio.Task | None = None
+        self.secrets: set[str] = set()
+        """Strings that must never leave the service (this attempt's password, codes)."""
+
+    def set_notifier(self, notify: Notifier) -> None:
+        """Where notifications go (the server's broadcast)."""
+        self._notify = notify
+
+    # -- recovery ----------------------------------------------------------
+
+    def recover(self) -> bool:
+        """Undo host changes a crashed earlier run left (journals in state_dir); True if any."""
+        if self.state_dir is None:
+            return False
+        from client.dns import DnsManager
+        from client.routes import RouteManager
+        done = RouteManager.recover(self.state_dir / "host-changes.json")
+        done = DnsManager.recover(self.state_dir / "dns-changes.json") or done
+        if done:
+            log.warning("restored host changes left by an earlier run that did not finish")
+        return done
+
+    # -- commands ----------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Whether an engine is running (or connecting)."""
+        task = self._attempt.task if self._attempt else None
+        return (task is not None and not task.done()) or self.state in _ACTIVE
+
+    async def connect(self, gateway: str, username: str, password: str, *, ca: str | None = None,
+                      pin: str | None = None, profile: str | None = None) -> None:
+        """Start a connection attempt; returns at once. Raises Busy or UsageError."""
+        if self.busy:
+            raise Busy(f"already {self.state.value} to {self._attempt.gateway}; disconnect first")
+        if not isinstance(username, str) or not username:
+            raise UsageError("username must be a non-empty string")
+        if not isinstance(password, str):
+            raise UsageError("password must be a string")
+        address = GatewayAddress.parse(gateway)
+        trust = Trust(ca_file=pathlib.Path(ca) if ca else None, pin=pin or None)
+        options = EngineOptions(gateway=address, trust=trust, username=username)
+        if self._reflect_network is not None:
+            options = dataclasses.replace(options, reflect_network=self._reflect_network)
+        self.secrets = {password} if password else set()
+        engine = self._engine_factory(
+            options, password, tun_factory=self._tun_factory, routes=self._routes_factory(),
+            dns=self._dns_factory() if self._dns_factory else None,
+            on_state=self._on_state, prompter=_HostPrompter(self))
+        self.error = None
+        self._rates = (0.0, 0.0)
+        self._attempt = _Attempt(gateway=address, username=username, profile=profile, engine=engine)
+        self._attempt.task = asyncio.get_running_loop().create_task(self._run(self._attempt))
+
+    async def disconnect(self) -> None:
+        """Stop the engine (if any) and wait until the host is restored."""
+        attempt = self._attempt
+        if attempt is not None and attempt.task is not None and not attempt.task.done():
+            self._cancel_questions()
+            if attempt.engine.state in (State.CONNECTED, State.RECONNECTING):
+                attempt.stop.set()
+            else:
+                attempt.task.cancel()  # still logging in: nothing to log out of
+            await asyncio.wait({attempt.task})
+        if self.state is not State.DISCONNECTED:
+            self.error = None
+            self._set(State.DISCONNECTED, "")
+        self.secrets = set()
+
+    def answer(self, kind: str, id: str, value: str) -> None:
+        """Answer a pending question; raises NoSuchQuestion."""
+        question = self._questions.get(id) if isinstance(id, str) else None
+        if question is None or question.kind != kind or question.future.done():
+            raise NoSuchQuestion(f"no pending {kind} question with id {id!r} "
+                                 "(already answered, or it expired)")
+        if kind == "challenge" and value:
+            self.secrets.add(value)
+        question.future.set_result(value)
+
+    async def shutdown(self) -> None:
+        """Disconnect for good (the service is stopping)."""
+        await self.disconnect()
+
+    # -- status ------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """The ``stats`` object of Status."""
+        engine = self._attempt.engine if self._attempt else None
+        raw = engine.stats if engine is not None and self.state in _ACTIVE else None
+        return {"bytes_in": raw.bytes_in if raw else 0, "bytes_out": raw.bytes_out if raw else 0,
+                "rate_in": self._rates[0], "rate_out": self._rates[1],
+                "flows": raw.open_flows if raw else 0}
+
+    def status(self) -> dict:
+        """The Status object of the control API."""
+        attempt = self._attempt
+        shown = attempt is not None and self.state is not State.DISCONNECTED
+        session = getattr(attempt.engine, "session", None) if shown else None
+        cfg = getattr(session, "config", None) if self.state in (State.CONNECTED, State.RECONNECTING) else None
+        return {
+            "state": self.state.value, "detail": self.detail,
+            "profile": attempt.profile if shown else None,
+            "gateway": str(attempt.gateway) if shown else None,
+            "username": attempt.username if shown else None,
+            "address": str(cfg.address) if cfg and cfg.address else None,
+            "networks": [str(n) for n in cfg.include] if cfg else [],
+            "resources": list(cfg.resources) if cfg else [],
+            "dns": {"servers": [str(s) for s in cfg.dns_servers] if cfg else [],
+                    "search": list(cfg.dns_search) if cfg else []},
+            "connected_since": attempt.connected_since if shown else None,
+            "error": self.error if self.state is State.FAILED else None,
+            "stats": self.stats(),
+        }
+
+    # -- internals ---------------------------------------------------------
+
+    def _set(self, state: State, detail: str) -> None:
+        self.state, self.detail = state, detail
+        self._notify("state", {"state": state.value, "detail": detail})
+
+    def _on_state(self, state: State, detail: str) -> None:
+        if state is State.FAILED:
+            self.error = detail
+        if state is State.CONNECTED and self._attempt and self._attempt.connected_since is None:
+            self._attempt.connected_since = time.time()
+        self._set(state, detail)
+
+    async def _run(self, attempt: _Attempt) -> None:
+        sampler = asyncio.get_running_loop().create_task(self._sample(attempt))
+        try:
+            await attempt.engine.run(attempt.stop)
+        except ClientError as exc:
+            log.info("connection attempt failed: %s", exc)
+        except asyncio.CancelledError:
+            log.info("connection attempt cancelled")
+        except Exception:
+            log.exception("the engine failed unexpectedly")
+            if self.state is not State.FAILED:
+                self.error = "internal error in the engine (see the service log)"
+                self._set(State.FAILED, self.error)
+        finally:
+            sampler.cancel()
+            self._cancel_questions()
+            self.secrets = set()
+            self._rates = (0.0, 0.0)
+
+    async def _sample(self, attempt: _Attempt) -> None:
+        last, last_at = None, time.monotonic()
+        while True:
+            await asyncio.sleep(self.sample_interval)
+            stats, now = attempt.engine.stats, time.monotonic()
+            if last is not None and now > last_at:
+                dt = now - last_at
+                self._rates = (max(0, stats.bytes_in - last.bytes_in) / dt,
+                               max(0, stats.bytes_out - last.bytes_out) / dt)
+            last, last_at = stats, now
+
+    def _cancel_questions(self) -> None:
+        for question in self._questions.values():
+            if not question.future.done():
+                question.future.set_result(None)
+
+    async def ask(self, kind: str, params: dict) -> str | None:
+        """Put a question to the subscribers; None when nobody answered in time."""
+        id = _secrets.token_hex(8)
+        future = asyncio.get_running_loop().create_future()
+        self._questions[id] = _Question(kind=kind, future=future)
+        try:
+            if self._notify(kind, {"id": id, **params}) == 0:
+                log.info("nobody is subscribed to answer the %s question; cancelling", kind)
+                return None
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), self.prompt_timeout)
+            except asyncio.TimeoutError:
+                log.info("the %s question was not answered within %g s", kind, self.prompt_timeout)
+                return None
+        finally:
+            del self._questions[id]
+
+
+class _HostPrompter:
+    """The engine's Prompter, answered by whoever subscribed to the service."""
+
+    def __init__(self, host: EngineHost) -> None:
+        self._host = host
+
+    async def one_time_code(self, prompt: str) -> str | None:
+        answer = await self._host.ask("challenge", {"kind": "totp", "prompt": prompt})
+        return answer or None
+
+    async def trust_certificate(self, info: CertificateInfo) -> str:
+        answer = await self._host.ask("certificate", {
+            "host": info.host, "subject": info.subject, "issuer": info.issuer,
+            "fingerprint": info.fingerprint, "reason": info.reason})
+        return answer if answer in ("once", "always") else "cancel"

@@ -1,0 +1,485 @@
+"""The control service end to end: a real ControlServer on a Unix socket in
+front of an EngineHost (with a fake engine, and with the real Engine against
+an in-process gateway), driven by the real ControlClient."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import pathlib
+import shutil
+import socket
+import tempfile
+
+import pyotp
+import pytest
+
+from client.control import protocol as p
+from client.control.client import ControlClient
+from client.control.errors import ControlError, NotAllowed, ServiceUnavailable
+from client.control.host import EngineHost
+from client.control.server import ControlServer
+from client.dns import MemoryDns
+from client.routes import MemoryRoutes
+from client.tun import MemoryTun
+from tests.client.control.fakes import FakeEngine
+
+PASSWORD = "pa55-w0rd-never-logged"
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+class Notes:
+    """Collects notifications; lets a test wait for one that matches."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, method: str, params: dict) -> None:
+        self.seen.append((method, params))
+        self._changed.set()
+
+    async def wait_for(self, method: str, match=lambda params: True, timeout: float = 10.0) -> dict:
+        async def look() -> dict:
+            start = 0
+            while True:
+                for m, params in self.seen[start:]:
+                    if m == method and match(params):
+                        return params
+                start = len(self.seen)
+                self._changed.clear()
+                await self._changed.wait()
+        return await asyncio.wait_for(look(), timeout)
+
+    def states(self) -> list[str]:
+        return [params["state"] for m, params in self.seen if m == "state"]
+
+
+class Service:
+    """A ControlServer with its EngineHost on a socket in ``folder``."""
+
+    def __init__(self, folder: pathlib.Path, *, engine_factory=FakeEngine, **host_kw) -> None:
+        self.path = folder / "control.sock"
+        self.routes = MemoryRoutes()
+        self.dns = MemoryDns()
+        self.host = EngineHost(tun_factory=lambda mtu: MemoryTun(mtu=mtu),
+                               routes_factory=lambda: self.routes, dns_factory=lambda: self.dns,
+                               engine_factory=engine_factory, sample_interval=0.05, **host_kw)
+        self.server = ControlServer(self.path, self.host)
+
+    async def __aenter__(self) -> "Service":
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.server.close()
+
+    async def client(self) -> ControlClient:
+        return await ControlClient.open(self.path)
+
+
+async def raw_call(path: pathlib.Path, *requests: p.Request) -> list[p.Message]:
+    """Send raw requests on a fresh connection; return the answers in order."""
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    answers = []
+    for request in requests:
+        writer.write(p.encode(request))
+        answers.append(p.parse((await reader.readline()).rstrip(b"\n")))
+    writer.close()
+    return answers
+
+
+def test_hello_and_status(tmp_path):
+    """hello answers with the API and service version; status starts disconnected."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            client = await svc.client()
+            assert client.service_version == "0.1.0"
+            status = await client.status()
+            assert status["state"] == "disconnected" and status["error"] is None
+            assert status["stats"] == {"bytes_in": 0, "bytes_out": 0, "rate_in": 0.0, "rate_out": 0.0,
+                                       "flows": 0}
+            await client.close()
+    run(main())
+
+
+def test_version_mismatch_and_calls_before_hello(tmp_path):
+    """Another major API version gets -32002 naming the supported one; calls before hello are refused."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            wrong, = await raw_call(svc.path, p.Request(1, "hello", {"api": 2}))
+            assert isinstance(wrong, p.ErrorResponse) and wrong.code == p.UNSUPPORTED_VERSION
+            assert "supports: 1" in wrong.message
+            early, = await raw_call(svc.path, p.Request(1, "status", {}))
+            assert isinstance(early, p.ErrorResponse) and early.code == p.INVALID_REQUEST
+            _, unknown, bad = await raw_call(svc.path, p.Request(1, "hello", {"api": 1}),
+                                             p.Request(2, "reboot", {}),
+                                             p.Request(3, "connect", {"gateway": 5}))
+            assert (unknown.code, bad.code) == (p.METHOD_NOT_FOUND, p.INVALID_PARAMS)
+    run(main())
+
+
+def test_over_long_line_closes_with_parse_error(tmp_path):
+    """A line over 1 MiB gets -32700 and the connection is closed."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            reader, writer = await asyncio.open_unix_connection(str(svc.path))
+            writer.write(b"x" * (p.MAX_LINE + 10))
+            answer = p.parse((await reader.readline()).rstrip(b"\n"))
+            assert isinstance(answer, p.ErrorResponse) and answer.code == p.PARSE_ERROR
+            assert await reader.read() == b""
+            writer.close()
+    run(main())
+
+
+def test_connect_notifies_states_then_disconnect_restores(tmp_path):
+    """connect returns at once, states arrive as notifications, status shows the config, disconnect ends it."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            client = await svc.client()
+            notes = Notes()
+            await client.subscribe(notes, stats_interval=0.05)
+            await client.connect("https://gw.example:8443", "alice", PASSWORD, profile="work")
+            await notes.wait_for("state", lambda s: s["state"] == "connected")
+            assert notes.states() == ["connecting", "authenticating", "configuring", "connected"]
+            status = await client.status()
+            assert status["state"] == "connected" and status["profile"] == "work"
+            assert status["gateway"] == "gw.example:8443" and status["username"] == "alice"
+            assert status["address"] == "10.200.0.2/24" and status["networks"] == ["10.77.0.0/24"]
+            assert status["dns"] == {"servers": ["10.77.0.53"], "search": ["corp.example"]}
+            assert status["resources"] == ["intranet-web"] and status["connected_since"] > 0
+            await client.disconnect()
+            assert notes.states()[-2:] == ["disconnecting", "disconnected"]
+            assert (await client.status())["state"] == "disconnected"
+            assert PASSWORD not in json.dumps(notes.seen)
+            await client.close()
+    run(main())
+
+
+def test_second_connect_is_busy(tmp_path):
+    """A connect while connected or connecting gets -32010."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            client = await svc.client()
+            await client.connect("https://gw.example", "slow", PASSWORD)
+            with pytest.raises(ControlError) as info:
+                await client.connect("https://gw.example", "alice", PASSWORD)
+            assert info.value.code == p.BUSY
+            await client.disconnect()  # cancels the attempt that is still logging in
+            assert (await client.status())["state"] == "disconnected"
+            await client.close()
+    run(main())
+
+
+def test_failed_login_reports_the_error(tmp_path):
+    """A failing attempt ends in state failed with the one-line reason in status."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            client = await svc.client()
+            notes = Notes()
+            await client.subscribe(notes)
+            await client.connect("https://gw.example", "mallory", PASSWORD)
+            failed = await notes.wait_for("state", lambda s: s["state"] == "failed")
+            assert "wrong user name or password" in failed["detail"]
+            status = await client.status()
+            assert status["state"] == "failed" and "wrong user name" in status["error"]
+            await client.connect("https://gw.example", "alice", PASSWORD)  # failed is not busy
+            await notes.wait_for("state", lambda s: s["state"] == "connected")
+            await client.disconnect()
+            await client.close()
+    run(main())
+
+
+def test_challenge_round_trip(tmp_path):
+    """A one-time code question arrives as a challenge and the answer reaches the engine."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            client = await svc.client()
+            notes = Notes()
+            await client.subscribe(notes)
+            await client.connect("https://gw.example", "carol", PASSWORD)
+            challenge = await notes.wait_for("challenge")
+            assert challenge["kind"] == "totp" and challenge["prompt"] == "One-time code"
+            await client.answer_challenge(challenge["id"], "123456")
+            await notes.wait_for("state", lambda s: s["state"] == "connected")
+            with pytest.raises(ControlError) as info:  # answered already
+                await client.answer_challenge(challenge["id"], "123456")
+            assert info.value.code == p.NO_SUCH_QUESTION
+            await client.disconnect()
+            await client.close()
+    run(main())
+
+
+def test_unanswered_challenge_times_out_as_cancel(tmp_path):
+    """A challenge nobody answers within the timeout cancels the login."""
+    async def main():
+        async with Service(tmp_path, prompt_timeout=0.2) as svc:
+            client = await svc.client()
+            notes = Notes()
+            await client.subscribe(notes)
+            await client.connect("https://gw.example", "carol", PASSWORD)
+            await notes.wait_for("state", lambda s: s["state"] == "failed")
+            await client.close()
+    run(main())
+
+
+def test_certificate_round_trip(tmp_path):
+    """An untrusted certificate is put to the subscriber; "always" lets the engine go on."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            client = await svc.client()
+            notes = Notes()
+            await client.subscribe(notes)
+            await client.connect("https://untrusted.example", "alice", PASSWORD)
+            question = await notes.wait_for("certificate")
+            assert question["fingerprint"] == "sha256:" + "ab" * 32
+            assert question["subject"] == "CN=untrusted.example" and question["reason"]
+            with pytest.raises(ControlError) as info:
+                await client.answer_certificate(question["id"], "maybe")
+            assert info.value.code == p.INVALID_PARAMS
+            await client.answer_certificate(question["id"], "always")
+            await notes.wait_for("state", lambda s: s["state"] == "connected")
+            assert FakeEngine.instances[-1].trust_decision == "always"
+            await client.disconnect()
+            await client.close()
+    run(main())
+
+
+def test_stats_notifications_while_connected(tmp_path):
+    """Subscribers get stats every interval while connected, with rates from the counters."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            client = await svc.client()
+            notes = Notes()
+            await client.subscribe(notes, stats_interval=0.05)
+            await asyncio.sleep(0.2)
+            assert not [m for m, _ in notes.seen if m == "stats"]  # nothing while disconnected
+            await client.connect("https://gw.example", "alice", PASSWORD)
+            stats = await notes.wait_for("stats", lambda s: s["rate_in"] > 0)
+            assert stats["bytes_in"] > 0 and stats["rate_out"] > 0 and stats["flows"] == 1
+            await client.disconnect()
+            await client.close()
+    run(main())
+
+
+def test_log_notifications_never_carry_the_password(tmp_path, caplog):
+    """Log lines reach subscribers; the password is blanked even if something logs it."""
+    import logging
+    async def main():
+        async with Service(tmp_path) as svc:
+            client = await svc.client()
+            notes = Notes()
+            await client.subscribe(notes)
+            await client.connect("https://gw.example", "carol", PASSWORD)
+            challenge = await notes.wait_for("challenge")
+            logging.getLogger("client.careless").info("oops %s", PASSWORD)
+            await client.answer_challenge(challenge["id"], "123456")
+            await notes.wait_for("state", lambda s: s["state"] == "connected")
+            await notes.wait_for("log", lambda entry: "oops" in entry["message"])
+            logs = [params for m, params in notes.seen if m == "log"]
+            assert any("logging in as carol" in entry["message"] for entry in logs)
+            assert all(entry["level"] == "INFO" and entry["time"] > 0 for entry in logs)
+            assert PASSWORD not in json.dumps(notes.seen)
+            await client.disconnect()
+            await client.close()
+    run(main())
+
+
+def test_slow_subscriber_is_dropped(tmp_path):
+    """A subscriber that never reads is disconnected instead of buffered without bound."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(str(svc.path))
+            sock.sendall(p.encode(p.Request(1, "hello", {"api": 1})) +
+                         p.encode(p.Request(2, "subscribe", {"stats_interval": 0.05})))
+            await asyncio.sleep(0.2)
+            for i in range(20000):  # log lines the peer never reads
+                svc.server.broadcast("log", {"time": 0.0, "level": "INFO", "message": "x" * 200})
+                if i % 500 == 0:
+                    await asyncio.sleep(0)
+            await asyncio.sleep(0.2)
+            other = await svc.client()  # the service itself is fine
+            assert (await other.status())["state"] == "disconnected"
+            sock.setblocking(False)
+            received = b""
+            while True:
+                try:
+                    chunk = sock.recv(1 << 20)
+                except BlockingIOError:
+                    raise AssertionError("slow subscriber still connected") from None
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            assert len(received) < 20000 * 200
+            sock.close()
+            await other.close()
+    run(main())
+
+
+def test_service_not_running_message(tmp_path):
+    """Without a service the client says so and names the command that starts it."""
+    async def main():
+        with pytest.raises(ServiceUnavailable, match="systemctl start tunnelgate"):
+            await ControlClient.open(tmp_path / "missing.sock")
+    run(main())
+
+
+def test_root_is_allowed(tmp_path):
+    """Root passes the peer-credential check (this test runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    async def main():
+        async with Service(tmp_path) as svc:
+            client = await svc.client()
+            assert (await client.status())["state"] == "disconnected"
+            assert os.stat(svc.path).st_mode & 0o777 == 0o660
+            await client.close()
+    run(main())
+
+
+def _as_nobody(path: pathlib.Path) -> str:
+    """Fork; the child drops to nobody and opens a ControlClient; returns what it got.
+
+    A forked child rather than a new interpreter: the interpreter may live
+    where nobody cannot read it (e.g. under /root), and SO_PEERCRED records
+    the uid at connect(), which happens after the switch either way.
+    """
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(rfd)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+
+            async def attempt() -> str:
+                try:
+                    client = await ControlClient.open(path)
+                except NotAllowed as exc:
+                    return f"not-allowed {exc.code} {exc}"
+                except Exception as exc:
+                    return f"other {type(exc).__name__} {exc}"
+                await client.close()
+                return "allowed"
+            result = asyncio.run(attempt())
+        except BaseException as exc:
+            result = f"crash {exc!r}"
+        os.write(wfd, result.encode())
+        os._exit(0)
+    os.close(wfd)
+    os.waitpid(pid, 0)
+    with os.fdopen(rfd, "rb") as pipe:
+        return pipe.read().decode()
+
+
+def test_non_member_is_refused_by_peer_credentials():
+    """A user outside the group (nobody) gets -32001 "not allowed" from the credential check."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to nobody")
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="tg-control-"))
+    try:
+        os.chmod(folder, 0o755)
+
+        async def main():
+            async with Service(folder) as svc:
+                os.chmod(svc.path, 0o666)  # let nobody reach the credential check itself
+                loop = asyncio.get_running_loop()
+                got = await loop.run_in_executor(None, _as_nobody, svc.path)
+                assert got.startswith(f"not-allowed {p.NOT_ALLOWED} not allowed: user nobody is not in "
+                                      "group tunnelgate"), got
+                os.chmod(svc.path, 0o660)  # the normal mode: the file system refuses first
+                got = await loop.run_in_executor(None, _as_nobody, svc.path)
+                assert got.startswith(f"not-allowed {p.NOT_ALLOWED} not allowed"), got
+                assert "usermod -aG tunnelgate" in got
+        run(main())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- the real Engine against an in-process gateway ---------------------------
+
+class Gw:
+    """An in-process gateway on loopback for the real Engine."""
+
+    def __init__(self, tmp_path: pathlib.Path) -> None:
+        from gateway_stub.config import load_config
+        from gateway_stub.server import Gateway
+        from tests.support import write_gateway
+        self.setup = write_gateway(tmp_path / "gw", listen="127.0.0.1:0", hosts=["127.0.0.1"],
+                                   allowed_networks=["10.77.0.0/24"])
+        self.gateway = Gateway(load_config(self.setup.config))
+        self.url = ""
+
+    async def __aenter__(self) -> "Gw":
+        (host, port), *_ = await self.gateway.start()
+        self.url = f"https://{host}:{port}"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.gateway._server.close()
+
+
+def real_service(tmp_path: pathlib.Path) -> Service:
+    from client.engine import Engine
+    return Service(tmp_path, engine_factory=Engine,
+                   reflect_network=ipaddress.IPv4Network("127.0.0.0/30"))
+
+
+def test_real_engine_connects_and_restores(tmp_path):
+    """The real Engine, hosted by the service, logs in, applies routes and DNS, and undoes them."""
+    from tests.support import PASSWORDS
+
+    async def main():
+        async with Gw(tmp_path) as gw, real_service(tmp_path) as svc:
+            client = await svc.client()
+            notes = Notes()
+            await client.subscribe(notes)
+            await client.connect(gw.url, "alice", PASSWORDS["alice"], ca=str(gw.setup.certs.ca_cert))
+            await notes.wait_for("state", lambda s: s["state"] in ("connected", "failed"))
+            status = await client.status()
+            assert status["state"] == "connected", status
+            assert status["networks"] == ["10.77.0.0/24"] and status["address"].startswith("10.200.0.")
+            assert svc.routes.state is not None
+            await client.disconnect()
+            assert svc.routes.state is None and svc.routes.restore_count >= 1
+            assert PASSWORDS["alice"] not in json.dumps(notes.seen)
+            assert any("state connected" in params["message"] for m, params in notes.seen if m == "log")
+            await client.close()
+    run(main())
+
+
+def test_real_engine_challenge_and_certificate(tmp_path):
+    """Real gateway: an unknown certificate and a TOTP challenge are both answered over the API."""
+    from tests.support import PASSWORDS, TOTP_SECRET
+
+    async def main():
+        async with Gw(tmp_path) as gw, real_service(tmp_path) as svc:
+            client = await svc.client()
+            notes = Notes()
+
+            async def answer(method, params):
+                notes(method, params)
+                if method == "certificate":
+                    await client.answer_certificate(params["id"], "once")
+                elif method == "challenge":
+                    await client.answer_challenge(params["id"], pyotp.TOTP(TOTP_SECRET).now())
+            await client.subscribe(answer)
+            await client.connect(gw.url, "carol", PASSWORDS["carol"])  # no CA: untrusted
+            await notes.wait_for("state", lambda s: s["state"] in ("connected", "failed"))
+            assert (await client.status())["state"] == "connected", notes.seen
+            certificate = next(params for m, params in notes.seen if m == "certificate")
+            assert certificate["fingerprint"].startswith("sha256:")
+            assert any(m == "challenge" for m, _ in notes.seen)
+            await client.disconnect()
+            await client.close()
+    run(main())
