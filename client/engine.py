@@ -257,6 +257,7 @@ class Engine:
             elif protocol == 1:
                 icmp.on_packet(packet, now)
         tcp.after_batch()
+        udp.after_batch()
 
     async def _tick(self) -> None:
         while True:

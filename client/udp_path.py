@@ -83,6 +83,7 @@ class UdpPath:
         self.flows = flows
         self._tun_write = tun_write
         self._streams: dict[int, _UdpStream] = {}
+        self._batch: dict[int, list[bytes]] = {}     # stream id -> capsules read this batch
         self.dropped = 0
 
     @property
@@ -106,7 +107,7 @@ class UdpPath:
                     "connect-udp", f"/.well-known/masque/udp/{target.address}/{target.port}/"),
                 stream)
             self._streams[event.flow_id] = stream
-            link.send(stream.stream_id, encode_datagram(event.first_payload))
+            self._batch[stream.stream_id] = [encode_datagram(event.first_payload)]
         elif isinstance(event, UdpDatagram):
             stream = self._streams.get(event.flow_id)
             if stream is None or not link.is_open:
@@ -114,7 +115,18 @@ class UdpPath:
             if link.buffered(stream.stream_id) > BACKLOG:
                 self.dropped += 1
                 return
-            link.send(stream.stream_id, encode_datagram(event.payload))
+            self._batch.setdefault(stream.stream_id, []).append(encode_datagram(event.payload))
+
+    def after_batch(self) -> None:
+        """Send the datagrams of the last batch of packets, one DATA frame per flow."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, {}
+        link = self.session.link
+        if not link.is_open:
+            return
+        for stream_id, capsules in batch.items():
+            link.send(stream_id, capsules[0] if len(capsules) == 1 else b"".join(capsules))
 
     def _to_app(self, stream: _UdpStream, payload: bytes) -> None:
         packet = self.flows.to_app(stream.flow_id, payload, now=time.monotonic())

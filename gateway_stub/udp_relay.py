@@ -66,24 +66,32 @@ class UdpRelay(CapsuleStream):
 
     # -- from the target ----------------------------------------------------------------
     def _readable(self) -> None:
-        for _ in range(64):
-            try:
-                data = self._sock.recv(MAX_DATAGRAM + 1)
-            except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionRefusedError:
-                self._unreachable()
-                continue
-            except OSError as exc:
-                self.error = str(exc)
-                self.abort()
-                return
-            if self.link.buffered(self.stream_id) > BACKLOG:
-                self.dropped += 1
-                continue
-            self.bytes_down += len(data)
-            self.last_active = time.monotonic()
-            self.link.send(self.stream_id, encode_datagram(data))
+        # Everything read in one wakeup leaves as one DATA frame: the capsule
+        # protocol is a byte stream, so capsules can share a frame.
+        out: list[bytes] = []
+        try:
+            for _ in range(64):
+                try:
+                    data = self._sock.recv(MAX_DATAGRAM + 1)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except ConnectionRefusedError:
+                    self._unreachable()
+                    continue
+                except OSError as exc:
+                    self.error = str(exc)
+                    self.abort()
+                    out.clear()
+                    return
+                if self.link.buffered(self.stream_id) > BACKLOG:
+                    self.dropped += 1
+                    continue
+                self.bytes_down += len(data)
+                out.append(encode_datagram(data))
+        finally:
+            if out:
+                self.last_active = time.monotonic()
+                self.link.send(self.stream_id, b"".join(out))
 
     def _unreachable(self) -> None:
         """The target said ICMP port unreachable: pass it on (code 3)."""
