@@ -1,0 +1,110 @@
+"""Preferences: the profile list model, the profile editor and add/edit/remove."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from gui.preferences import PreferencesDialog
+from gui.profile_editor import ProfileEditor
+from gui.profile_model import ProfileListModel, ProfileRole
+
+PIN = "sha256:" + "ab" * 32
+
+
+def test_model_lists_stored_profiles(profiles, qtmodeltester):
+    """One row per stored profile, with its Profile under ProfileRole; the model is well-formed."""
+    model = ProfileListModel(profiles)
+    qtmodeltester.check(model)
+    assert model.rowCount() == 3
+    first = model.index(0)
+    assert model.data(first, ProfileRole).name == "work"
+    assert model.data(first) == "work — alice @ https://vpn.example.com:8443"
+    assert "system CA store" in model.data(first, Qt.ItemDataRole.ToolTipRole)
+
+
+def test_editor_validates_through_profile_rules(qtbot):
+    """OK is enabled only for a valid, unused name and a well-formed gateway URL and pin."""
+    editor = ProfileEditor(taken={"work"})
+    qtbot.addWidget(editor)
+    assert not editor.ok_button.isEnabled()
+    editor.name.setText("work")
+    editor.gateway.setText("https://vpn.example.net")
+    editor.username.setText("bob")
+    assert not editor.ok_button.isEnabled() and "already exists" in editor.error.text()
+    editor.name.setText("home")
+    assert editor.ok_button.isEnabled() and editor.error.text() == ""
+    for bad in ("not a url at all", "http://vpn.example.net", "https://"):
+        editor.gateway.setText(bad)
+        assert not editor.ok_button.isEnabled() and editor.error.text(), bad
+    editor.gateway.setText("https://vpn.example.net:8443")
+    editor.trust_pin.setChecked(True)
+    assert not editor.ok_button.isEnabled()
+    editor.pin.setText("sha256:nothex")
+    assert not editor.ok_button.isEnabled()
+    editor.pin.setText(PIN)
+    assert editor.ok_button.isEnabled()
+    profile = editor.profile()
+    assert (profile.name, profile.pin, profile.ca) == ("home", PIN, None)
+
+
+def test_editor_ca_file_and_pin_are_exclusive(qtbot):
+    """Choosing the CA file disables the pin field and the profile carries only the CA."""
+    editor = ProfileEditor()
+    qtbot.addWidget(editor)
+    editor.name.setText("lab")
+    editor.gateway.setText("https://10.0.0.1")
+    editor.username.setText("root")
+    editor.pin.setText(PIN)
+    editor.trust_ca.setChecked(True)
+    assert not editor.pin.isEnabled() and editor.ca.isEnabled()
+    assert not editor.ok_button.isEnabled()
+    editor.ca.setText("/etc/tunnelgate/ca.crt")
+    editor.connect_at_start.setChecked(True)
+    profile = editor.profile()
+    assert (profile.ca, profile.pin, profile.connect_at_start) == ("/etc/tunnelgate/ca.crt", None, True)
+
+
+def test_add_profile_saves_it(qtbot, profiles, passwords):
+    """Add… opens an editor whose accepted profile lands in the store and the list."""
+    dialog = PreferencesDialog(profiles, passwords)
+    qtbot.addWidget(dialog)
+    dialog.add_button.click()
+    editor = dialog.editor
+    editor.name.setText("home")
+    editor.gateway.setText("https://home.example.org")
+    editor.username.setText("dave")
+    with qtbot.waitSignal(dialog.profilesChanged, timeout=2000):
+        editor.ok_button.click()
+    assert profiles.get("home").username == "dave"
+    assert dialog.model.rowCount() == 4 and dialog.selected_name() == "home"
+
+
+def test_edit_profile_renames_and_moves_password(qtbot, profiles, passwords):
+    """Editing a profile's name replaces it in the store and moves its saved password."""
+    passwords.set("work", "alice", "pw")
+    dialog = PreferencesDialog(profiles, passwords)
+    qtbot.addWidget(dialog)
+    dialog.select("work")
+    dialog.edit_button.click()
+    assert dialog.editor.name.text() == "work"
+    dialog.editor.name.setText("office")
+    with qtbot.waitSignal(dialog.profilesChanged, timeout=2000):
+        dialog.editor.ok_button.click()
+    assert profiles.get("work") is None and profiles.get("office").gateway == "https://vpn.example.com:8443"
+    assert passwords.get("office", "alice") == "pw" and passwords.get("work", "alice") is None
+
+
+def test_remove_profile_forgets_password_after_confirming(qtbot, profiles, passwords):
+    """Remove asks first; a yes removes the profile and its keyring entry, a no keeps both."""
+    passwords.set("otp", "carol", "pw")
+    answers = [False, True]
+    dialog = PreferencesDialog(profiles, passwords, confirm=lambda name: answers.pop(0))
+    qtbot.addWidget(dialog)
+    assert not dialog.remove_button.isEnabled()
+    dialog.select("otp")
+    dialog.remove_button.click()
+    assert profiles.get("otp") is not None
+    with qtbot.waitSignal(dialog.profilesChanged, timeout=2000):
+        dialog.remove_button.click()
+    assert profiles.get("otp") is None and passwords.get("otp", "carol") is None
+    assert dialog.model.rowCount() == 2
