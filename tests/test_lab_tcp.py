@@ -16,7 +16,7 @@ import pytest
 
 from tests.lab import servers
 from tests.lab import topology as topo
-from tests.lab.tunnel import Tunnel
+from tests.lab.tunnel import Tunnel, host_snapshot
 
 pytestmark = pytest.mark.lab
 
@@ -31,15 +31,6 @@ def site(lab, tmp_path_factory):
     web = servers.start_http(lab, topo.INTRANET_HOST, 80, root)
     yield tunnel, web
     tunnel.stop_gateway()
-
-
-def host_snapshot(lab) -> str:
-    """Link names, IPv4 addresses and IPv4 routes of the client namespace."""
-    links = lab.run(lab.client, ["ip", "-o", "link", "show"]).stdout
-    names = sorted(line.split(":")[1].strip() for line in links.splitlines())
-    addrs = lab.run(lab.client, ["ip", "-4", "-o", "addr", "show"]).stdout
-    routes = lab.run(lab.client, ["ip", "-4", "route", "show", "table", "all"]).stdout
-    return "\n".join([*names, *sorted(addrs.splitlines()), *sorted(routes.splitlines())])
 
 
 CONNECT_PROBE = (

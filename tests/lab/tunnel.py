@@ -170,3 +170,12 @@ class Tunnel:
             except subprocess.TimeoutExpired:
                 self.gateway_proc.kill()
                 self.gateway_proc.wait()
+
+
+def host_snapshot(lab) -> str:
+    """Link names, IPv4 addresses and IPv4 routes of the client namespace."""
+    links = lab.run(lab.client, ["ip", "-o", "link", "show"]).stdout
+    names = sorted(line.split(":")[1].strip() for line in links.splitlines())
+    addrs = lab.run(lab.client, ["ip", "-4", "-o", "addr", "show"]).stdout
+    routes = lab.run(lab.client, ["ip", "-4", "route", "show", "table", "all"]).stdout
+    return "\n".join([*names, *sorted(addrs.splitlines()), *sorted(routes.splitlines())])
