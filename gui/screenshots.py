@@ -14,6 +14,7 @@ Tray, dialogs) against it. Nothing touches the network or the host.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import ipaddress
 import logging
@@ -113,20 +114,28 @@ async def _capture(path: pathlib.Path, widget=None, margin: int = 0, rect=None) 
     print(f"wrote {path}")
 
 
-async def shoot(out: pathlib.Path) -> None:
-    """Start the service and the app, pose each scene and capture it."""
+async def shoot(out: pathlib.Path, real: argparse.Namespace | None = None) -> None:
+    """Start the service (or use a real one), then the app; pose each scene and capture it."""
     out.mkdir(parents=True, exist_ok=True)
     work = pathlib.Path(tempfile.mkdtemp(prefix="tg-shots-"))
-    host = EngineHost(tun_factory=lambda mtu: None, routes_factory=lambda: None,
-                      engine_factory=DemoEngine, sample_interval=1.0)
-    server = ControlServer(work / "control.sock", host)
-    await server.start()
     store = ProfileStore(work / "profiles.toml")
-    store.save(Profile(name="work", gateway="https://vpn.example.com", username="alice"))
-    store.save(Profile(name="lab", gateway="https://192.0.2.1:8443", username="alice",
-                       pin="sha256:" + "3f" * 32))
+    server = None
+    if real is None:
+        host = EngineHost(tun_factory=lambda mtu: None, routes_factory=lambda: None,
+                          engine_factory=DemoEngine, sample_interval=1.0)
+        socket_path = work / "control.sock"
+        server = ControlServer(socket_path, host)
+        await server.start()
+        store.save(Profile(name="work", gateway="https://vpn.example.com", username="alice"))
+        store.save(Profile(name="lab", gateway="https://192.0.2.1:8443", username="alice",
+                           pin="sha256:" + "3f" * 32))
+        password = "correct horse"
+    else:
+        socket_path = pathlib.Path(real.socket)
+        store.save(Profile(name="work", gateway=real.gateway, username=real.user, ca=real.ca))
+        password = sys.stdin.readline().rstrip("\n")
     app = App(QApplication.instance(), parse_args(
-        ["--socket", str(work / "control.sock"), "--profiles", str(work / "profiles.toml")]))
+        ["--socket", str(socket_path), "--profiles", str(work / "profiles.toml")]))
     runner = asyncio.ensure_future(app.run())
     try:
         while not app.controller.available:
@@ -137,9 +146,10 @@ async def shoot(out: pathlib.Path) -> None:
             await asyncio.sleep(0.05)
         dialog = app.prompts.current
         dialog.move(420, 260)
-        dialog.password.setText("correct horse")
+        dialog.password.setText(password)
         dialog.remember.setChecked(True)
         await _capture(out / "login-dialog.png", dialog, margin=2)
+        dialog.remember.setChecked(real is None)   # no keyring for the real run
         dialog.ok_button.click()
         await connecting
         while app.controller.state != "connected":
@@ -167,19 +177,31 @@ async def shoot(out: pathlib.Path) -> None:
         await app.controller.disconnect()
         app.quit()
         await runner
-        await server.close()
+        if server is not None:
+            await server.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gui.screenshots [OUTDIR]`` (default docs/screenshots)."""
-    argv = sys.argv[1:] if argv is None else argv
-    out = pathlib.Path(argv[0] if argv else "docs/screenshots")
+    """``python -m gui.screenshots [OUTDIR] [--socket S --gateway URL --user U --ca FILE]``.
+
+    With ``--socket`` the app talks to a real running service and connects to a
+    real gateway (the password is read from stdin); otherwise a demo engine
+    stands in for it.
+    """
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", nargs="?", default="docs/screenshots")
+    parser.add_argument("--socket")
+    parser.add_argument("--gateway")
+    parser.add_argument("--user")
+    parser.add_argument("--ca")
+    args = parser.parse_args(argv)
+    out = pathlib.Path(args.out)
     logging.basicConfig(level=logging.WARNING)
     qapp = QApplication(sys.argv[:1])
     qapp.setApplicationName("Tunnelgate")
     qapp.setWindowIcon(app_icon())
     qapp.setQuitOnLastWindowClosed(False)
-    qasync.run(shoot(out))
+    qasync.run(shoot(out, args if args.socket else None))
     return 0
 
 
