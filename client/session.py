@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import json
+import re
 import ssl
 import urllib.parse
 
@@ -24,6 +25,10 @@ from client.prompter import CertificateInfo, Prompter
 from client.trust import Trust, fingerprint, untrusted_message
 from client.wire import mux as m
 from client.wire.link import Link, LinkClosed, Response
+
+
+_HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.?)+$|^\[?[0-9a-f:.]+\]?$",
+                   re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +52,10 @@ class GatewayAddress:
             port = parts.port or 443
         except ValueError:
             raise UsageError(f"gateway URL {url!r} has an invalid port") from None
-        if not parts.hostname:
-            raise UsageError(f"gateway URL {url!r} has no host")
+        if not parts.hostname or not _HOST.match(parts.hostname):
+            raise UsageError(f"gateway URL {url!r} has no valid host name or address")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise UsageError(f"gateway URL {url!r} must be just https://HOST[:PORT]")
         return cls(host=parts.hostname, port=port)
 
     def __str__(self) -> str:

@@ -8,6 +8,7 @@ servers in the intranet namespace; curl and Python clients act as the apps.
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -253,3 +254,44 @@ def test_works_with_strict_reverse_path_filtering(lab, site):
         client.stop()
         for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
             lab.run(lab.client, ["sysctl", "-qw", f"{key}=0"])
+
+
+HALF_CLOSE_SERVER = textwrap.dedent("""
+    import socket, sys
+    srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
+    print("listening", flush=True)
+    conn, _ = srv.accept()
+    data = b""
+    while chunk := conn.recv(65536):       # read until the client's FIN
+        data += chunk
+    conn.sendall(b"got %d bytes after your FIN\\n" % len(data))
+    conn.close()
+""")
+
+HALF_CLOSE_CLIENT = textwrap.dedent("""
+    import socket, sys
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+    s.sendall(b"x" * 100000)
+    s.shutdown(socket.SHUT_WR)             # FIN, but keep reading
+    reply = b""
+    while chunk := s.recv(65536):
+        reply += chunk
+    print(reply.decode().strip())
+""")
+
+
+def test_half_close_carries_the_fin_and_the_reply_after_it(lab, site, tmp_path):
+    """The app's FIN reaches the server as EOF while the way back stays open for the reply."""
+    tunnel, _ = site
+    server = lab.popen(lab.intranet, [sys.executable, "-c", HALF_CLOSE_SERVER,
+                                      str(topo.INTRANET_HOST), "9050"], stdout=subprocess.PIPE,
+                       text=True)
+    assert server.stdout.readline().strip() == "listening"
+    client = tunnel.connect()
+    try:
+        result = lab.run(lab.client, [sys.executable, "-c", HALF_CLOSE_CLIENT,
+                                      str(topo.INTRANET_HOST), "9050"], timeout=30)
+        assert result.stdout.strip() == "got 100000 bytes after your FIN"
+    finally:
+        client.stop()
+        server.wait(10)

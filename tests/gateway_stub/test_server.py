@@ -361,3 +361,32 @@ def test_denied_udp_never_opens_a_socket(tmp_path):
             assert any(r["protocol"] == "udp" and r["verdict"] == "deny" for r in bench.audit())
             await session.logout()
     run(main())
+
+
+def test_a_target_that_stops_reading_closes_the_window_instead_of_filling_memory(tmp_path):
+    """Flow control is end to end: when the intranet server stops reading, the gateway stops
+    crediting the stream, so the sender's data waits on the sender's side."""
+    async def main():
+        stalled = asyncio.Event()
+
+        async def never_reads(reader, writer):
+            await stalled.wait()
+            writer.close()
+
+        server = await asyncio.start_server(never_reads, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with Bench(tmp_path) as bench:
+            session = await bench.login()
+            flow = await _connect(session, f"127.0.0.1:{port}")
+            assert flow.status.result() == 200
+            total = 64 * 1024 * 1024
+            session.link.send(flow.stream_id, bytes(total))
+            await asyncio.sleep(2.0)
+            waiting = session.link.buffered(flow.stream_id)
+            # In flight at most: the stream window (4 MiB) + the gateway's socket
+            # buffer limit (1 MiB) + what the kernels hold.
+            assert waiting > total - 24 * 1024 * 1024, waiting
+            stalled.set()
+            await session.logout()
+        server.close()
+    run(main())
