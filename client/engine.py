@@ -235,8 +235,7 @@ class Engine:
 
     @staticmethod
     def _gateway_ip(session: GatewaySession) -> ipaddress.IPv4Address:
-        transport = session.link._transport  # noqa: SLF001 - the peer address of our own link
-        peer = transport.get_extra_info("peername") if transport else None
+        peer = session.link.remote_address
         return ipaddress.IPv4Address(peer[0]) if peer else ipaddress.IPv4Address("0.0.0.0")
 
     def _on_tun(self) -> None:

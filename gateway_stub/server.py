@@ -326,6 +326,14 @@ class Gateway:
             ssl_handshake_timeout=10.0, reuse_address=True, backlog=1024)
         return [s.getsockname()[:2] for s in self._server.sockets]
 
+    def close(self) -> None:
+        """Stop accepting connections (established sessions end with their connections)."""
+        if self._server is not None:
+            self._server.close()
+        if self._echo is not None:
+            self._echo.close()
+            self._echo = None
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set."""
         for addr in await self.start():
@@ -335,7 +343,7 @@ class Gateway:
             await stop.wait()
         finally:
             sweeper.cancel()
-            self._server.close()
+            self.close()
 
     async def _sweep(self) -> None:
         """End sessions nobody used for session_idle_timeout (frees tokens and leases)."""

@@ -222,6 +222,11 @@ class Link(asyncio.Protocol):
         self._finish(reason)
 
     @property
+    def remote_address(self) -> tuple | None:
+        """The remote address of the TLS connection, once connected."""
+        return self._transport.get_extra_info("peername") if self._transport else None
+
+    @property
     def is_open(self) -> bool:
         """False once the session ended for any reason."""
         return not self.closed.done()

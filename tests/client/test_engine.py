@@ -96,7 +96,7 @@ class Rig:
         try:
             await asyncio.wait_for(self.task, 10)
         finally:
-            self.gateway._server.close()
+            self.gateway.close()
 
 
 def run(coro):
@@ -200,7 +200,7 @@ def test_wrong_one_time_code_fails_with_its_reason(tmp_path):
         with pytest.raises(LoginFailed, match="wrong one-time code"):
             await asyncio.wait_for(rig.task, 10)
         assert rig.engine.state is State.FAILED and rig.routes.state is None
-        rig.gateway._server.close()
+        rig.gateway.close()
     run(main())
 
 
@@ -219,7 +219,7 @@ def test_untrusted_certificate_is_put_to_the_user(tmp_path):
         await rig.start()
         with pytest.raises(TrustError, match="not trusted"):
             await asyncio.wait_for(rig.task, 10)
-        rig.gateway._server.close()
+        rig.gateway.close()
     run(main())
 
 

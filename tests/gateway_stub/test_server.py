@@ -68,7 +68,7 @@ class Bench:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        self.gateway._server.close()
+        self.gateway.close()
 
     @property
     def trust(self) -> Trust:

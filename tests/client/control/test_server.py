@@ -426,7 +426,7 @@ class Gw:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        self.gateway._server.close()
+        self.gateway.close()
 
 
 def real_service(tmp_path: pathlib.Path) -> Service:
