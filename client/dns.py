@@ -45,7 +45,7 @@ import subprocess
 import typing
 
 from client.errors import HostSetupError
-from client.journal import Journal, owner_alive
+from client.journal import Journal
 
 __all__ = ["DnsState", "HostDns", "DnsManager", "MemoryDns", "Runner", "detect_backend", "render_resolv_conf"]
 
@@ -271,20 +271,10 @@ class DnsManager:
     def recover(journal_path: pathlib.Path, *, run: Runner | None = None) -> bool:
         """Undo a journal left by a dead process; True if there was one to undo."""
         journal = Journal(journal_path, what="DNS")
-        if not journal.exists():
+        items = journal.orphaned()
+        if items is None:
             return False
-        try:
-            doc = journal.read()
-        except (ValueError, OSError) as exc:
-            log.warning("unreadable DNS journal %s, removing it: %s", journal.path, exc)
-            journal.remove()
-            return True
-        owner = doc.get("owner") or {}
-        if owner.get("pid") != os.getpid() and owner_alive(owner):
-            log.warning("DNS journal %s belongs to running process %s; leaving it", journal.path, owner["pid"])
-            return False
-        log.info("recovering %d DNS change(s) left by process %s", len(doc["items"]), owner.get("pid"))
-        _undo_all(doc["items"], journal, run or run_command)
+        _undo_all(items, journal, run or run_command)
         return True
 
     # -- internals ---------------------------------------------------------
@@ -377,18 +367,15 @@ def _undo(item: dict, run: Runner) -> None:
 
 def _undo_all(items: list[dict], journal: Journal, run: Runner) -> None:
     """Undo items newest first; log each failure at WARNING and carry on."""
-    remaining = list(items)
-    while remaining:
-        item = remaining.pop()
+
+    def undo_one(item: dict) -> None:
         try:
             _undo(item, run)
         except subprocess.CalledProcessError as exc:
             detail = exc.stderr.strip() if isinstance(exc.stderr, str) else ""
-            log.warning("could not undo DNS change %s: %s", _describe(item), detail or exc)
-        except Exception as exc:
-            log.warning("could not undo DNS change %s: %s", _describe(item), exc)
-        journal.write(remaining)
-    journal.remove()
+            raise OSError(detail or str(exc)) from None
+
+    journal.undo(items, undo_one, _describe)
 
 
 def _describe(item: dict) -> str:

@@ -15,12 +15,16 @@ are about to change *before* changing it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
+import typing
 
 __all__ = ["Journal", "owner_alive", "process_start"]
 
 JOURNAL_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 def process_start(pid: int) -> int | None:
@@ -80,6 +84,44 @@ class Journal:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self._sync_dir()
+
+    def orphaned(self) -> list[dict] | None:
+        """The items of a journal left by a process that is gone, to be undone.
+
+        None when there is no journal, or its owner still runs (then it is
+        left alone). An unreadable journal is removed and gives no items.
+        """
+        if not self.exists():
+            return None
+        try:
+            doc = self.read()
+        except (ValueError, OSError) as exc:
+            log.warning("unreadable %s journal %s, removing it: %s", self.what, self.path, exc)
+            self.remove()
+            return []
+        owner = doc.get("owner") or {}
+        if owner.get("pid") != os.getpid() and owner_alive(owner):
+            log.warning("%s journal %s belongs to running process %s; leaving it", self.what,
+                        self.path, owner["pid"])
+            return None
+        log.info("recovering %d %s change(s) left by process %s", len(doc["items"]), self.what,
+                 owner.get("pid"))
+        return doc["items"]
+
+    def undo(self, items: list[dict], undo_one: typing.Callable[[dict], None],
+             describe: typing.Callable[[dict], str] = repr) -> None:
+        """Undo items newest first, writing down the progress after each; a
+        failure is logged at WARNING and the rest is still undone. Removes the
+        journal at the end."""
+        remaining = list(items)
+        while remaining:
+            item = remaining.pop()
+            try:
+                undo_one(item)
+            except Exception as exc:  # each failure is reported; the others still go
+                log.warning("could not undo %s change %s: %s", self.what, describe(item), exc)
+            self.write(remaining)
+        self.remove()
 
     def remove(self) -> None:
         try:

@@ -29,7 +29,7 @@ import pathlib
 import typing
 
 from client.errors import HostSetupError
-from client.journal import Journal, owner_alive
+from client.journal import Journal
 
 __all__ = ["HostState", "HostRoutes", "RouteManager", "MemoryRoutes"]
 
@@ -156,21 +156,11 @@ class RouteManager:
         from pyroute2 import IPRoute
 
         journal = Journal(journal_path, what="route")
-        if not journal.path.exists():
+        items = journal.orphaned()
+        if items is None:
             return False
-        try:
-            doc = journal.read()
-        except (ValueError, OSError) as exc:
-            log.warning("unreadable route journal %s, removing it: %s", journal.path, exc)
-            journal.remove()
-            return True
-        owner = doc.get("owner") or {}
-        if owner.get("pid") != os.getpid() and owner_alive(owner):
-            log.warning("route journal %s belongs to running process %s; leaving it", journal.path, owner["pid"])
-            return False
-        log.info("recovering %d host change(s) left by process %s", len(doc["items"]), owner.get("pid"))
         with IPRoute() as ipr:
-            _undo_all(ipr, doc["items"], journal)
+            _undo_all(ipr, items, journal)
         return True
 
     # -- internals ---------------------------------------------------------
@@ -301,15 +291,7 @@ def _undo(ipr, item: dict) -> None:
 
 def _undo_all(ipr, items: list[dict], journal: Journal) -> None:
     """Undo items newest first; log each failure at WARNING and carry on."""
-    remaining = list(items)
-    while remaining:
-        item = remaining.pop()
-        try:
-            _undo(ipr, item)
-        except Exception as exc:
-            log.warning("could not undo %r: %s", item, exc)
-        journal.write(remaining)
-    journal.remove()
+    journal.undo(items, lambda item: _undo(ipr, item))
 
 
 class MemoryRoutes:

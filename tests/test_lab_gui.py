@@ -3,7 +3,6 @@ service to the bundled gateway with a password and a one-time code (root only)."
 
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
 import subprocess

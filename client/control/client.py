@@ -10,7 +10,6 @@ not there (or goes away), ``NotAllowed`` when it refuses this user, and
 from __future__ import annotations
 
 import asyncio
-import errno
 import inspect
 import itertools
 import logging

@@ -187,7 +187,7 @@ def profiles(args: argparse.Namespace) -> int:
     if args.action == "list":
         found = store.load()
         if not found:
-            print(f"no profiles (add one with: tunnelgate profiles add NAME --gateway URL --user NAME)")
+            print("no profiles (add one with: tunnelgate profiles add NAME --gateway URL --user NAME)")
         for p in found:
             trust = f"pin {p.pin}" if p.pin else f"ca {p.ca}" if p.ca else "system CAs"
             print(f"{p.name}\t{p.username}@{p.gateway}\t{trust}"

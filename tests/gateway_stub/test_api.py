@@ -97,7 +97,6 @@ def totp_code(step: int) -> str:
 
 
 def challenge_for(api, now=0.0):
-    from gateway_stub.api import ChallengeAnswer  # noqa: F401 - used by callers
     response, session = api.finish_login("carol", api.verify_login("carol", PASSWORDS["carol"]),
                                          "192.0.2.2", now)
     assert session is None and response.status == 200
