@@ -295,3 +295,21 @@ def test_half_close_carries_the_fin_and_the_reply_after_it(lab, site, tmp_path):
     finally:
         client.stop()
         server.wait(10)
+
+
+def test_foreground_client_reads_the_one_time_code_after_the_password(lab, site):
+    """carol needs a TOTP code: with --password-stdin the next line is the code; a wrong one fails clearly."""
+    import pyotp
+    from tests.support import TOTP_SECRET
+    tunnel, _ = site
+    before = host_snapshot(lab)
+    client = tunnel.connect(user="carol", wait=False, more_input=["000000"])
+    assert client.wait_exit() == 1
+    assert "wrong one-time code" in client.output()
+    client = tunnel.connect(user="carol", more_input=[pyotp.TOTP(TOTP_SECRET).now()])
+    try:
+        result, _ = curl(lab, f"http://{topo.INTRANET_HOST}/index.html")
+        assert result.returncode == 0, result.stderr
+    finally:
+        assert client.stop() == 0, client.output()
+    assert host_snapshot(lab) == before

@@ -147,12 +147,15 @@ class Tunnel:
 
     def connect(self, *, user: str = "alice", password: str | None = None,
                 trust: list[str] | None = None, url: str | None = None,
-                wait: bool = True, timeout: float = 30.0) -> ClientProcess:
+                wait: bool = True, timeout: float = 30.0,
+                more_input: list[str] = ()) -> ClientProcess:
         """Start the client; with ``wait``, return once it printed 'connected'."""
         proc = self.lab.popen(self.lab.client, self.client_argv(user=user, trust=trust, url=url),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
         proc.stdin.write((PASSWORDS.get(user, "") if password is None else password) + "\n")
+        for line in more_input:              # e.g. a one-time code
+            proc.stdin.write(line + "\n")
         proc.stdin.close()
         client = ClientProcess(proc)
         if wait and not client.wait_for("connected", timeout):
