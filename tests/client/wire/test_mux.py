@@ -1,0 +1,142 @@
+"""The sans-IO multiplexer: two ends joined in memory, no sockets, no clock."""
+
+from __future__ import annotations
+
+from client.wire import mux as m
+
+
+def pair() -> tuple[m.Mux, m.Mux]:
+    """A client and a gateway Mux that have exchanged their prefaces and settings."""
+    client, gateway = m.Mux(client_side=True), m.Mux(client_side=False)
+    shuttle(client, gateway)
+    return client, gateway
+
+
+def shuttle(a: m.Mux, b: m.Mux) -> tuple[list, list]:
+    """Move bytes both ways until both are quiet; returns the events each side saw."""
+    seen_a, seen_b = [], []
+    for _ in range(50):
+        out_a, out_b = a.data_to_send(), b.data_to_send()
+        if not out_a and not out_b:
+            break
+        if out_a:
+            seen_b += b.receive(out_a)
+        if out_b:
+            seen_a += a.receive(out_b)
+    return seen_a, seen_b
+
+
+def of(kind, events):
+    return [e for e in events if isinstance(e, kind)]
+
+
+def connect(client: m.Mux, gateway: m.Mux, authority="10.77.0.10:80") -> int:
+    sid = client.request([(":method", "CONNECT"), (":authority", authority)])
+    _, at_gateway = shuttle(client, gateway)
+    (request,) = of(m.RequestReceived, at_gateway)
+    assert request.headers[":authority"] == authority and not request.ended
+    gateway.respond(sid, 200)
+    at_client, _ = shuttle(client, gateway)
+    assert of(m.ResponseReceived, at_client)[0].status == 200
+    return sid
+
+
+def test_gateway_advertises_extended_connect():
+    """The gateway's SETTINGS allow extended CONNECT (RFC 8441); the client's do not need to."""
+    client, gateway = pair()
+    assert client.peer_allows_extended_connect
+    assert not gateway.peer_allows_extended_connect
+
+
+def test_payload_flows_both_ways_and_end_is_a_half_close():
+    """Data goes both ways; END_STREAM from one side is reported once, the other side can still send."""
+    client, gateway = pair()
+    sid = connect(client, gateway)
+    client.send(sid, b"request")
+    client.end(sid)
+    _, at_gateway = shuttle(client, gateway)
+    assert b"".join(e.data for e in of(m.DataReceived, at_gateway)) == b"request"
+    assert len(of(m.StreamEnded, at_gateway)) == 1
+    gateway.send(sid, b"reply after the FIN")
+    gateway.end(sid)
+    at_client, _ = shuttle(client, gateway)
+    assert b"".join(e.data for e in of(m.DataReceived, at_client)) == b"reply after the FIN"
+    assert of(m.StreamEnded, at_client)
+
+
+def test_window_closes_until_the_receiver_credits_what_it_handed_on():
+    """Without consumed(), the sender stops at the stream window and buffers the rest;
+    crediting what arrived reopens the window until all is through, and the
+    sender hears that the stream is writable again."""
+    client, gateway = pair()
+    sid = connect(client, gateway)
+    total = m.STREAM_WINDOW + 3 * 1024 * 1024
+    client.send(sid, bytes(total))
+    _, at_gateway = shuttle(client, gateway)
+    got = sum(len(e.data) for e in of(m.DataReceived, at_gateway))
+    assert got == m.STREAM_WINDOW
+    assert client.buffered(sid) == total - got
+    shuttle(client, gateway)                       # nothing credited: nothing moves
+    assert client.buffered(sid) == total - got
+    writable = False
+    for _ in range(20):
+        for e in of(m.DataReceived, at_gateway):
+            gateway.consumed(sid, e.flow_length)
+        at_client, at_gateway = shuttle(client, gateway)
+        writable = writable or bool(of(m.StreamWritable, at_client))
+        got += sum(len(e.data) for e in of(m.DataReceived, at_gateway))
+        if got == total:
+            break
+    assert got == total and client.buffered(sid) == 0 and writable
+
+
+def test_reset_reaches_the_peer_and_drops_queued_payload():
+    """A reset is reported to the peer with its code; anything still queued is forgotten."""
+    client, gateway = pair()
+    sid = connect(client, gateway)
+    client.send(sid, bytes(m.STREAM_WINDOW + 10))
+    client.reset(sid)
+    assert client.buffered(sid) == 0
+    _, at_gateway = shuttle(client, gateway)
+    (reset,) = of(m.StreamReset, at_gateway)
+    assert reset.stream_id == sid and reset.error_code == 0x0A   # CONNECT_ERROR
+
+
+def test_ping_is_answered_with_its_payload():
+    """PING comes back as PingAnswered with the same eight bytes."""
+    client, gateway = pair()
+    client.ping(b"12345678")
+    at_client, _ = shuttle(client, gateway)
+    assert of(m.PingAnswered, at_client)[0].payload == b"12345678"
+
+
+def test_garbage_ends_the_connection_with_a_reason():
+    """Bytes that are not HTTP/2 end the session cleanly (an event, not an exception)."""
+    gateway = m.Mux(client_side=False)
+    events = gateway.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    (ended,) = of(m.ConnectionEnded, events)
+    assert ended.error_code != 0 and "protocol error" in ended.reason
+
+
+def test_goaway_is_reported_to_the_peer():
+    """close() sends GOAWAY; the peer sees ConnectionEnded with error code 0."""
+    client, gateway = pair()
+    gateway.close()
+    at_client, _ = shuttle(client, gateway)
+    (ended,) = of(m.ConnectionEnded, at_client)
+    assert ended.error_code == 0 and "gateway closed" in ended.reason
+
+
+def test_respond_on_a_reset_stream_raises_stream_gone():
+    """Answering a stream the client already reset raises StreamGone for the caller to handle."""
+    client, gateway = pair()
+    sid = client.request([(":method", "CONNECT"), (":authority", "10.0.0.1:1")])
+    shuttle(client, gateway)
+    client.reset(sid)
+    shuttle(client, gateway)
+    try:
+        gateway.respond(sid, 200)
+    except m.StreamGone:
+        pass
+    else:
+        raise AssertionError("respond() on a reset stream did not raise StreamGone")
