@@ -344,6 +344,12 @@ class Mux:
                     piece = view[:size]
                     out.chunks[0] = view[size:]
                 out.size -= size
+                if out.end and not out.chunks:
+                    # The FIN rides on the last DATA frame: one frame less per close.
+                    del self._out[stream_id]
+                    conn.send_data(stream_id, piece, end_stream=True)
+                    self._blocked.discard(stream_id)
+                    return
                 conn.send_data(stream_id, piece)
             self._blocked.discard(stream_id)
             if out.end:
