@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
+
+# Timing is not what the property tests check: on a loaded CI machine a slow
+# example must not fail the run.
+settings.register_profile("tunnelgate", deadline=None)
+settings.load_profile("tunnelgate")
 
 from tests.lab.netns import Lab, lab_supported
 
