@@ -147,7 +147,6 @@ class Engine:
         opts = self.options
         self._set(State.CONNECTING, str(opts.gateway))
         try:
-            self._set(State.AUTHENTICATING, opts.username)
             self.session = await self._open_session()
             self._password = ""
             self._set(State.CONFIGURING)
@@ -170,12 +169,16 @@ class Engine:
         self._teardown()
         self._set(State.DISCONNECTED)
 
+    def _authenticating(self) -> None:
+        if self.state is State.CONNECTING:
+            self._set(State.AUTHENTICATING, self.options.username)
+
     async def _open_session(self) -> GatewaySession:
         """Log in; an untrusted certificate is put to the user when someone can answer."""
         opts = self.options
         try:
             return await open_session(opts.gateway, opts.trust, opts.username, self._password,
-                                      prompter=self._prompter)
+                                      prompter=self._prompter, on_secure=self._authenticating)
         except TrustError as exc:
             info = exc.certificate
             if self._prompter is None or info is None:
@@ -186,7 +189,8 @@ class Engine:
         # The pin makes sure the server is still the one the user looked at.
         self.trusted_pin = info.fingerprint
         return await open_session(opts.gateway, Trust(pin=info.fingerprint), opts.username,
-                                  self._password, prompter=self._prompter)
+                                  self._password, prompter=self._prompter,
+                                  on_secure=self._authenticating)
 
     def _tun_address(self) -> ipaddress.IPv4Address:
         return self.options.reflect_network.network_address + 1

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import re
 import ssl
+import typing
 import urllib.parse
 
 from cryptography import x509
@@ -289,11 +290,16 @@ async def _answer_challenge(link: ClientLink, gateway: GatewayAddress, response:
 
 
 async def open_session(gateway: GatewayAddress, trust: Trust, username: str, password: str,
-                       *, prompter: Prompter | None = None,
-                       timeout: float = 10.0) -> GatewaySession:
-    """TLS + login (+ one-time code) + config; returns a session ready for tunnel streams."""
+                       *, prompter: Prompter | None = None, timeout: float = 10.0,
+                       on_secure: typing.Callable[[], None] = lambda: None) -> GatewaySession:
+    """TLS + login (+ one-time code) + config; returns a session ready for tunnel streams.
+
+    ``on_secure`` is called once the TLS connection is up and trusted, just
+    before the credentials are sent.
+    """
     link = await connect_link(gateway, trust, timeout=timeout)
     try:
+        on_secure()
         response = await _post_login(link, gateway, {"username": username, "password": password},
                                      timeout)
         if response.status == 200:
