@@ -57,6 +57,7 @@ class ControlClient:
         self._writer = writer
         self._ids = itertools.count(1)
         self._pending: dict[p.Id, asyncio.Future] = {}
+        self._refusal: ControlError | None = None   # an error the service sent before any call
         self._callback: NotificationCallback | None = None
         self._closed = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task] = set()
@@ -158,6 +159,8 @@ class ControlClient:
     async def call(self, method: str, params: dict | None = None) -> typing.Any:
         """One raw call; returns its result or raises ControlError / ServiceUnavailable."""
         if self._closed.done():
+            if self._refusal is not None:
+                raise self._refusal
             raise ServiceUnavailable(f"the connection to the Tunnelgate service is closed "
                                      f"({self._closed.result()})")
         request = p.Request(id=next(self._ids), method=method, params=params or {})
@@ -210,7 +213,9 @@ class ControlClient:
         if isinstance(message, p.Request):
             return  # the service never calls us
         if message.id is None and isinstance(message, p.ErrorResponse):
-            # Refused before any call was read (e.g. peer credentials): fail them all.
+            # Refused before any call was read (e.g. peer credentials): fail them all,
+            # and remember it for calls made after the refusal arrived.
+            self._refusal = _error(message.code, message.message)
             for future in list(self._pending.values()):
                 if not future.done():
                     future.set_exception(_error(message.code, message.message))
@@ -229,5 +234,5 @@ class ControlClient:
         self._closed.set_result(reason)
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(ServiceUnavailable(
+                future.set_exception(self._refusal or ServiceUnavailable(
                     f"lost the connection to the Tunnelgate service ({reason})"))
