@@ -85,3 +85,28 @@ allow = ["intranet"]
     config = tmp / "gateway.toml"
     config.write_text(text + "\n" + extra)
     return GatewaySetup(config=config, certs=certs)
+
+
+class UdpEcho:
+    """A UDP echo server on loopback, served by the running event loop."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import socket
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.setblocking(False)
+        self.port = self._sock.getsockname()[1]
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self._echo)
+
+    def _echo(self) -> None:
+        try:
+            data, peer = self._sock.recvfrom(70000)
+        except BlockingIOError:
+            return
+        self._sock.sendto(data, peer)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()

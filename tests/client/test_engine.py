@@ -22,7 +22,7 @@ from client.tun import MemoryTun
 from gateway_stub.config import load_config
 from gateway_stub.server import Gateway
 from tests.client.packets import fields, tcp_packet, udp_packet
-from tests.support import PASSWORDS, TOTP_SECRET, write_gateway
+from tests.support import PASSWORDS, TOTP_SECRET, UdpEcho, write_gateway
 
 REFLECT = ipaddress.IPv4Network("127.77.0.0/30")   # loopback: bindable without configuring
 APP = "127.77.0.1"
@@ -152,12 +152,8 @@ def test_syn_is_held_until_the_gateway_confirms_then_released(tmp_path):
 def test_udp_datagram_goes_out_and_the_reply_comes_back_as_a_packet(tmp_path):
     """A UDP packet from the TUN reaches a loopback echo server via the gateway; the echo is written to the TUN."""
     async def main():
-        echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        echo.bind(("127.0.0.1", 0))
-        echo.setblocking(False)
-        port = echo.getsockname()[1]
-        loop = asyncio.get_running_loop()
-        loop.add_reader(echo.fileno(), lambda: echo.sendto(*echo.recvfrom(65535)))
+        echo = UdpEcho()
+        port = echo.port
         rig = Rig(tmp_path)
         await rig.start()
         await rig.connected()
@@ -167,7 +163,6 @@ def test_udp_datagram_goes_out_and_the_reply_comes_back_as_a_packet(tmp_path):
         assert reply.endswith(b"hello over connect-udp")
         f = fields(reply)
         assert (f["src"], f["dst"]) == ("127.0.0.1", APP)
-        loop.remove_reader(echo.fileno())
         await rig.close()
         echo.close()
     run(main())

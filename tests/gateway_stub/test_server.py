@@ -16,7 +16,7 @@ from client.wire.link import Link
 from gateway_stub.certs import fingerprint_sha256
 from gateway_stub.config import load_config
 from gateway_stub.server import Gateway
-from tests.support import PASSWORDS, write_gateway
+from tests.support import PASSWORDS, UdpEcho, write_gateway
 
 
 class Flow:
@@ -305,12 +305,8 @@ def test_connect_udp_survives_garbage_unknown_and_oversized_capsules(tmp_path):
     from client.wire.capsule import CapsuleParser, encode_capsule, encode_datagram, encode_varint
 
     async def main():
-        echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        echo.bind(("127.0.0.1", 0))
-        echo.setblocking(False)
-        port = echo.getsockname()[1]
-        loop = asyncio.get_running_loop()
-        loop.add_reader(echo.fileno(), lambda: echo.sendto(*echo.recvfrom(70000)))
+        echo = UdpEcho()
+        port = echo.port
         async with Bench(tmp_path) as bench:
             session = await bench.login()
             flow = Flow(session.link)
@@ -343,7 +339,6 @@ def test_connect_udp_survives_garbage_unknown_and_oversized_capsules(tmp_path):
                 await asyncio.sleep(0.02)
             assert bytes(flow.data).endswith(b"still fine")
             await session.logout()
-        loop.remove_reader(echo.fileno())
         echo.close()
     run(main())
 
