@@ -6,6 +6,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway_stub.audit import AuditLog, AuditRecord, format_audit
 
@@ -39,6 +41,22 @@ def test_control_characters_cannot_forge_lines():
     line = format_audit(_record(user="mallory\n{\"verdict\":\"allow\"}"))
     assert "\n" not in line
     assert json.loads(line)["user"].startswith("mallory\n")
+
+
+@given(text=st.text(), number=st.integers(0, 2**63), duration=st.floats(0, 1e7),
+       when=st.floats(0, 4e9), verdict=st.sampled_from(["allow", "deny", "fail"]))
+def test_hand_written_line_is_what_json_would_write(text, number, duration, when, verdict):
+    """Every string field is escaped exactly as json.dumps would; numbers stay numbers."""
+    record = _record(user=text, reason=text, session_id=text, source=text, target=text,
+                     bytes_up=number, bytes_down=number, duration=duration, time=when,
+                     verdict=verdict)
+    line = format_audit(record)
+    data = json.loads(line)
+    assert line == json.dumps(data, sort_keys=True, separators=(",", ":"))
+    assert {data[k] for k in ("user", "reason", "session_id", "source", "target")} == {text}
+    assert data["bytes_up"] == data["bytes_down"] == number
+    assert data["duration"] == round(duration, 3) and data["verdict"] == verdict
+    assert data["time"].endswith("Z") and len(data["time"]) == 24
 
 
 def test_unknown_verdict_is_refused():
