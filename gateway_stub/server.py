@@ -254,8 +254,8 @@ class GatewayConnection(Link):
         pipe = StreamPipe(self, stream_id, on_done=done)
         timeout = self.gateway.config.server.connect_timeout
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: pipe, str(decision.host), decision.port), timeout)
+            async with asyncio.timeout(timeout):     # no extra task, unlike wait_for
+                await loop.create_connection(lambda: pipe, str(decision.host), decision.port)
         except (OSError, asyncio.TimeoutError) as exc:
             status, error = connect_failure(exc)
             self._audit(session, "tcp", target, "fail", error, 0, 0, time.monotonic() - started)
