@@ -10,7 +10,8 @@ real client through the real gateway and measures the same things again:
 * short-connection requests per second (wrk with ``Connection: close``
   against nginx);
 * UDP at a fixed offered rate (iperf3 -u): achieved rate and loss;
-* the client's peak RSS.
+* the client's peak RSS, and the CPU time the client and the gateway spend
+  per short connection (during the requests-per-second run).
 
 Prints a table of both paths with the ratio tunnel/direct and writes JSON
 to bench-results/. Needs root. Traffic stays inside the lab's namespaces.
@@ -29,6 +30,8 @@ import sys
 import tempfile
 import textwrap
 import time
+
+import psutil
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -112,16 +115,37 @@ def rps(lab, seconds: int, connections: int) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def measure(lab, args, script: pathlib.Path) -> dict[str, float]:
-    """One full set of figures over whatever path the client namespace has now."""
+def measure(lab, args, script: pathlib.Path, pids: dict[str, int] | None = None) -> dict[str, float]:
+    """One full set of figures over whatever path the client namespace has now.
+
+    ``pids`` names tunnel processes (client, gateway) whose CPU time per short
+    connection is measured during the requests-per-second run."""
     res = {}
     for streams in (1, 4):
         res[f"tcp_up_{streams}"] = iperf(lab, args.seconds, streams, reverse=False)
         res[f"tcp_down_{streams}"] = iperf(lab, args.seconds, streams, reverse=True)
     res["udp_mbps"], res["udp_loss_pct"] = iperf_udp(lab, args.seconds, args.udp_rate)
     res["latency_p50_ms"], res["latency_p99_ms"] = latency(lab, script, args.requests)
+    before = {name: cpu_seconds(pid) for name, pid in (pids or {}).items()}
     res["rps"] = rps(lab, args.seconds, args.connections)
+    for name, pid in (pids or {}).items():
+        requests = res["rps"] * args.seconds
+        if requests:
+            res[f"cpu_us_{name}"] = (cpu_seconds(pid) - before[name]) / requests * 1e6
     return res
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants (ip netns exec -> python)."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -154,6 +178,8 @@ ROWS = [
     ("latency_p50_ms", "connect+request p50 (ms)", False),
     ("latency_p99_ms", "connect+request p99 (ms)", False),
     ("rps", "short connections (req/s)", True),
+    ("cpu_us_client", "client CPU per short conn (us)", False),
+    ("cpu_us_gateway", "gateway CPU per short conn (us)", False),
 ]
 
 
@@ -163,13 +189,14 @@ def report(direct: dict, tunnels: dict[int, dict], rss: dict[int, float]) -> str
         f" {'tunnel mtu ' + str(m):>16} {'ratio':>7}" for m in names)
     lines = [head, "-" * len(head)]
     for key, label, _ in ROWS:
-        line = f"{label:32} {direct[key]:10.2f}"
+        base = direct.get(key)
+        line = f"{label:32} " + (f"{base:10.2f}" if base is not None else f"{'-':>10}")
         for m in names:
             value = tunnels[m].get(key)
             if value is None:
                 line += f" {'-':>16} {'-':>7}"
             else:
-                ratio = f"{value / direct[key]:7.1%}" if direct[key] else f"{'-':>7}"
+                ratio = f"{value / base:7.1%}" if base else f"{'-':>7}"
                 line += f" {value:16.2f} {ratio}"
         lines.append(line)
     lines.append(f"{'client peak RSS (MiB)':32} {'':10}" + "".join(
@@ -207,7 +234,8 @@ def main() -> int:
             tunnel = Tunnel(lab=lab, workdir=work / f"mtu{mtu}", port=port)
             tunnel.start_gateway(extra_server=f"mtu = {mtu}")
             client = tunnel.connect()
-            tunnels[mtu] = measure(lab, args, script)
+            tunnels[mtu] = measure(lab, args, script, {"client": client.proc.pid,
+                                                       "gateway": tunnel.gateway_proc.pid})
             rss[mtu] = peak_rss_mib(client.proc.pid)
             client.stop()
             tunnel.stop_gateway()
