@@ -4,7 +4,9 @@ Theory of operation: ``Engine.run`` walks the state table -- connecting,
 authenticating, configuring, connected, disconnecting -- and reports every
 transition. Configuring creates the TUN, asks the ``RouteManager`` to put the
 pushed address and routes in place (it journals before it changes anything),
-binds the reflection listener and starts reading the TUN. While connected,
+binds the reflection listener, puts the in-kernel TCP fast path on the TUN
+when it can (``tcp_fast_path``; one warning line and the pure-Python path
+when it cannot) and starts reading the TUN. While connected,
 a PING every ``keepalive`` seconds proves the gateway alive; a session that
 ends, a dead peer or a stop request all lead through the same ``finally``
 that undoes every host change.
@@ -21,6 +23,7 @@ import threading
 import time
 import typing
 
+from client.bpf.offload import offload_enabled
 from client.dns import DnsState, HostDns
 from client.errors import ClientError, HostSetupError, LoginFailed, SessionLost, TrustError
 from client.reflector import Reflector
@@ -59,6 +62,9 @@ class EngineOptions:
     """A PING unanswered this long ends the session."""
     reconnect_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     """Pauses before each attempt to resume a lost session (empty: never)."""
+    tcp_fast_path: bool = dataclasses.field(default_factory=offload_enabled)
+    """Rewrite established TCP flows in the kernel (eBPF on the TUN) instead of in Python.
+    Defaults to on unless ``$TUNNELGATE_BPF=0``; falls back to Python where BPF is unavailable."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +79,14 @@ class Stats:
     """TCP flows with a stream."""
     flows_refused: int
     """TCP flows the gateway refused."""
+    fast_path: bool = False
+    """The in-kernel TCP fast path is on."""
+    flows_offloaded: int = 0
+    """TCP flows handed to the fast path so far."""
+    packets_offloaded: int = 0
+    """TCP packets the kernel rewrote (fast path)."""
+    packets_reflected: int = 0
+    """TCP packets rewritten in Python."""
 
 
 def off_loop(fn: typing.Callable, *args: object) -> object:
@@ -121,6 +135,7 @@ class Engine:
         self._tcp: TcpPath | None = None
         self._udp: UdpPath | None = None
         self._icmp: IcmpPath | None = None
+        self._fast_path: typing.Any = None
         self.dropped_not_ipv4 = 0
         self._ticker: asyncio.Task | None = None
 
@@ -134,9 +149,20 @@ class Engine:
     def stats(self) -> Stats:
         """A snapshot of the counters."""
         link = self.session.link if self.session else None
+        tcp = self._tcp.reflector.stats if self._tcp else None
+        kernel_packets = 0
+        if self._fast_path is not None:
+            try:
+                kernel_packets = self._fast_path.counters()[0]
+            except OSError:
+                pass
         return Stats(bytes_in=link.bytes_in if link else 0, bytes_out=link.bytes_out if link else 0,
                      open_flows=self._tcp.open_flows if self._tcp else 0,
-                     flows_refused=self._tcp.flows_refused if self._tcp else 0)
+                     flows_refused=self._tcp.flows_refused if self._tcp else 0,
+                     fast_path=self._fast_path is not None,
+                     flows_offloaded=tcp.flows_offloaded if tcp else 0,
+                     packets_offloaded=kernel_packets,
+                     packets_reflected=tcp.reflected if tcp else 0)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, stay connected until ``stop`` is set, then restore the host.
@@ -228,14 +254,25 @@ class Engine:
         except OSError as exc:
             listener.close()
             raise HostSetupError(f"cannot bind the reflection listener on {listen_addr}: {exc}") from None
+        self._fast_path = self._start_fast_path() if self.options.tcp_fast_path else None
         reflector = Reflector(tun_address=listen_addr, fake_address=fake_addr,
-                              listener_port=listener.getsockname()[1])
+                              listener_port=listener.getsockname()[1], offload=self._fast_path)
         self._tcp = TcpPath(session, reflector, listener, self._tun.write)
         self._udp = UdpPath(session, UdpFlows(), self._tun.write)
         self._icmp = IcmpPath(session, IcmpEcho(), self._tun.write)
         loop = asyncio.get_running_loop()
         loop.add_reader(self._tun.fileno(), self._on_tun)
         self._ticker = loop.create_task(self._tick())
+
+    def _start_fast_path(self) -> typing.Any:
+        """The TUN's in-kernel TCP fast path, or None (logged once) when it is unavailable."""
+        try:
+            fast_path = off_loop(self._tun.tcp_fast_path)
+        except OSError as exc:
+            log.warning("in-kernel TCP fast path unavailable (%s); TCP is reflected in Python", exc)
+            return None
+        log.info("in-kernel TCP fast path on %s", self._tun.name)
+        return fast_path
 
     @staticmethod
     def _gateway_ip(session: GatewaySession) -> ipaddress.IPv4Address:
@@ -338,6 +375,10 @@ class Engine:
                 loop.remove_reader(self._tun.fileno())
             except (ValueError, OSError):
                 pass
+        if self._tcp is not None:
+            stats = self.stats
+            log.info("TCP: %d flows offloaded to the kernel, %d packets rewritten there, %d in Python",
+                     stats.flows_offloaded, stats.packets_offloaded, stats.packets_reflected)
         for path in (self._tcp, self._udp, self._icmp):
             if path is not None:
                 path.close()
@@ -354,5 +395,8 @@ class Engine:
         except Exception as exc:  # restore() logs each item itself; this is a last resort
             log.warning("restoring routes failed: %s", exc)
         if self._tun is not None:
-            self._tun.close()
+            self._tun.close()           # takes the qdisc and the BPF filter with it
             self._tun = None
+        if self._fast_path is not None:
+            self._fast_path.close()
+            self._fast_path = None

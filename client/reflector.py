@@ -22,6 +22,16 @@ have sent. Flow states: pending (SYN held) -> established -> released (the
 local socket closed; the mapping lingers for the final FIN/ACKs) -> gone.
 Addresses and ports change, so checksums are patched with per-flow precomputed
 RFC 1624 deltas (``packet.Rewrite``). Sans-IO: time is always passed in.
+
+Fast path. Given a ``FlowOffload`` (the kernel's flow map, ``client.bpf``),
+``accept_flow`` hands both legs of the flow to it before returning the SYN,
+and forgetting the flow (expiry, refusal, four-tuple reuse) takes them back
+first, so a key is never in the map for two flows. The kernel then rewrites
+every further segment itself -- except bare SYNs, which always come here --
+and this table no longer sees the flow's traffic: an offloaded flow is
+therefore never idle-expired; its lifetime follows the local socket
+(``release`` then ``linger``). Whatever the kernel passes up (a packet it
+cannot handle) is still rewritten here exactly as without the fast path.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import enum
 import ipaddress
 import logging
 import struct
+import typing
 from dataclasses import dataclass
 
 from client import packet as pk
@@ -96,6 +107,19 @@ class ReflectorStats:
     dropped_fragments: int  #: IPv4 fragments of TCP
     ports_exhausted: int    #: SYNs dropped because no NAT port was free
     not_ours: int           #: packets that are not TCP/IPv4 (IPv6, UDP, ICMP, ...)
+    reflected: int = 0      #: packets rewritten here (both legs)
+    flows_offloaded: int = 0    #: flows ever handed to the FlowOffload
+    offloaded_active: int = 0   #: flows currently offloaded
+
+
+class FlowOffload(typing.Protocol):
+    """Where established flows are rewritten instead of here (the kernel's flow map)."""
+
+    def add(self, four_tuple: bytes, rewrite: pk.Rewrite) -> bool:
+        """Rewrite packets carrying ``four_tuple`` (12 bytes) with ``rewrite``; False if refused."""
+
+    def remove(self, four_tuple: bytes) -> None:
+        """Stop rewriting ``four_tuple``; unknown tuples are ignored."""
 
 
 class _State(enum.Enum):
@@ -105,14 +129,17 @@ class _State(enum.Enum):
 
 
 class _Flow:
-    __slots__ = ("info", "key", "forward", "back", "state", "syn", "created", "last_seen", "released_at")
+    __slots__ = ("info", "key", "forward", "back", "state", "syn", "created", "last_seen", "released_at",
+                 "keys", "offloaded")
 
     def __init__(self, info: FlowInfo, key: tuple, forward: pk.Rewrite, back: pk.Rewrite,
-                 syn: bytes, now: float) -> None:
+                 syn: bytes, now: float, keys: tuple[bytes, bytes]) -> None:
         self.info = info
         self.key = key
         self.forward = forward
         self.back = back
+        self.keys = keys            # the four-tuples of the forward and the return leg
+        self.offloaded = False
         self.state = _State.PENDING
         self.syn: bytes | None = syn
         self.created = now
@@ -129,7 +156,8 @@ class Reflector:
 
     def __init__(self, *, tun_address: ipaddress.IPv4Address, fake_address: ipaddress.IPv4Address,
                  listener_port: int, first_port: int = 10000, last_port: int = 65535,
-                 idle_timeout: float = 7440.0, linger: float = 60.0, pending_timeout: float = 30.0) -> None:
+                 idle_timeout: float = 7440.0, linger: float = 60.0, pending_timeout: float = 30.0,
+                 offload: FlowOffload | None = None) -> None:
         if tun_address == fake_address:
             raise ValueError("the fake source address must differ from the TUN's address")
         if not 0 < listener_port <= 0xFFFF:
@@ -156,6 +184,10 @@ class Reflector:
         self._fragments = 0
         self._exhausted = 0
         self._not_ours = 0
+        self._reflected = 0
+        self._offload = offload
+        self._offloaded_total = 0
+        self._offloaded_active = 0
 
     # -- packets ------------------------------------------------------------------------
     def from_tun(self, packet, now: float) -> bytearray | None:
@@ -202,6 +234,7 @@ class Reflector:
                 self._unknown += 1
                 return None
             flow.last_seen = now
+            self._reflected += 1
             return _apply(packet, ihl, flow.back)
 
         flow = self._by_key.get((src, dst, sport, dport))            # forward leg
@@ -222,6 +255,7 @@ class Reflector:
             self._new_flow(packet, src, dst, sport, dport, now)
             return None
         flow.last_seen = now
+        self._reflected += 1
         return _apply(packet, ihl, flow.forward)
 
     def pop_events(self) -> list[FlowRequested]:
@@ -232,13 +266,17 @@ class Reflector:
     # -- the engine's answers ---------------------------------------------------------------
     def accept_flow(self, nat_port: int, now: float) -> bytearray | None:
         """Gateway confirmed: returns the held SYN rewritten for the forward leg
-        (None if the flow is gone or not pending)."""
+        (None if the flow is gone or not pending). With a FlowOffload, both legs are
+        offloaded before this returns, so the kernel's answer to the SYN already takes
+        the fast path."""
         flow = self._by_port.get(nat_port)
         if flow is None or flow.state is not _State.PENDING or flow.syn is None:
             return None
         syn, flow.syn = flow.syn, None
         flow.state = _State.ESTABLISHED
         flow.last_seen = now
+        if self._offload is not None:
+            self._offload_flow(flow)
         return pk.apply_rewrite(syn, (syn[0] & 0x0F) << 2, flow.forward)
 
     def refuse_flow(self, nat_port: int, refusal: Refusal) -> bytes | None:
@@ -272,12 +310,13 @@ class Reflector:
     def expire(self, now: float) -> list[int]:
         """Drop pending flows at or past ``pending_timeout`` since their SYN, released flows
         at or past ``linger`` since release, and established flows idle at or past
-        ``idle_timeout``; return their NAT ports."""
+        ``idle_timeout`` (never offloaded ones: their traffic is not seen here, and they
+        end through ``release``); return their NAT ports."""
         expired = []
         for flow in list(self._by_port.values()):
             state = flow.state
             if state is _State.ESTABLISHED:
-                gone = now - flow.last_seen >= self._idle_timeout
+                gone = not flow.offloaded and now - flow.last_seen >= self._idle_timeout
             elif state is _State.PENDING:
                 gone = now - flow.created >= self._pending_timeout
             else:
@@ -293,7 +332,9 @@ class Reflector:
         return ReflectorStats(flows_active=len(self._by_port), flows_total=self._flows_total,
                               dropped_malformed=self._malformed, dropped_unknown=self._unknown,
                               dropped_fragments=self._fragments, ports_exhausted=self._exhausted,
-                              not_ours=self._not_ours)
+                              not_ours=self._not_ours, reflected=self._reflected,
+                              flows_offloaded=self._offloaded_total,
+                              offloaded_active=self._offloaded_active)
 
     # -- the table --------------------------------------------------------------------------
     def _new_flow(self, packet, src: int, dst: int, sport: int, dport: int, now: float) -> None:
@@ -310,13 +351,30 @@ class Reflector:
         info = FlowInfo(nat_port=nat_port, client=_endpoint(src, sport), target=_endpoint(dst, dport))
         key = (src, dst, sport, dport)
         flow = _Flow(info, key, pk.Rewrite.between(app_side, kernel_in),
-                     pk.Rewrite.between(kernel_out, app_in), bytes(packet), now)
+                     pk.Rewrite.between(kernel_out, app_in), bytes(packet), now, (app_side, kernel_out))
         self._by_key[key] = flow
         self._by_port[nat_port] = flow
         self._flows_total += 1
         self._events.append(FlowRequested(nat_port=nat_port, client=info.client, target=info.target))
 
+    def _offload_flow(self, flow: _Flow) -> None:
+        offload = self._offload
+        forward_key, back_key = flow.keys
+        if not offload.add(forward_key, flow.forward):
+            return
+        if not offload.add(back_key, flow.back):
+            offload.remove(forward_key)
+            return
+        flow.offloaded = True
+        self._offloaded_total += 1
+        self._offloaded_active += 1
+
     def _forget(self, flow: _Flow) -> None:
+        if flow.offloaded:                     # before the NAT port or four-tuple can be reused
+            flow.offloaded = False
+            self._offloaded_active -= 1
+            for key in flow.keys:
+                self._offload.remove(key)
         self._by_port.pop(flow.info.nat_port, None)
         if self._by_key.get(flow.key) is flow:
             del self._by_key[flow.key]

@@ -7,6 +7,12 @@ the gateway. A 2xx answer releases the SYN into the kernel's own TCP stack
 that the app would have got from the private server. When the kernel hands
 the reflected connection to our listener, the peer port names the flow, and a
 ``StreamPipe`` moves bytes between that socket and the stream.
+
+With the in-kernel fast path (the reflector's ``FlowOffload``), an accepted
+flow's packets no longer come through here at all, so nothing idles it out:
+its end is the pipe's end (``release``). A flow whose SYN was released but
+whose connection never reached the listener is therefore aborted after
+``ATTACH_TIMEOUT`` instead of lingering until an idle timeout.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: How long the client waits for the gateway's answer to a CONNECT.
 ANSWER_TIMEOUT = 20.0
+#: How long an accepted flow may take to reach the listener (longer than an app's SYN retries).
+ATTACH_TIMEOUT = 150.0
 
 
 def refusal_for(status: int, proxy_status: str) -> Refusal:
@@ -117,9 +125,15 @@ class TcpPath:
                 flow.abort()
                 return
             self._tun_write(syn)
+            self._loop.call_later(ATTACH_TIMEOUT, self._attach_timeout, flow)
             return
         self._refuse(flow, refusal_for(status, proxy_status))
         log.info("flow to %s refused by the gateway: %d %s", flow.nat_port, status, proxy_status)
+
+    def _attach_timeout(self, flow: _Flow) -> None:
+        if flow.transport is None and self._flows.get(flow.nat_port) is flow:
+            log.info("flow %d never reached the listener; aborted", flow.nat_port)
+            flow.abort()
 
     def _refuse(self, flow: _Flow, refusal: Refusal) -> None:
         self.flows_refused += 1

@@ -9,6 +9,10 @@ works on it just as on the kernel device.
 
 Both are read the same way: when the fd is readable, call read() until it
 returns None.
+
+``tcp_fast_path()`` offers the in-kernel rewriter for established TCP flows
+(``client.bpf``): the kernel device loads and attaches the eBPF program; the
+fake hands out the offload it was given (none by default).
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ class TunDevice(typing.Protocol):
 
     def close(self) -> None:
         """Release the device; idempotent."""
+
+    def tcp_fast_path(self) -> typing.Any:
+        """A ``client.bpf`` offload (add/remove/counters/close) rewriting established TCP
+        flows of this device in the kernel. Blocking (netlink): call it off the event loop.
+        Raises OSError when the fast path is not available."""
 
 
 class KernelTun:
@@ -90,6 +99,17 @@ class KernelTun:
             self._closed = True
             self._dev.close()
 
+    def tcp_fast_path(self):
+        from client.bpf.offload import KernelOffload
+
+        offload = KernelOffload.create()
+        try:
+            offload.attach(self.name)
+        except BaseException:
+            offload.close()
+            raise
+        return offload
+
     def __repr__(self) -> str:
         return f"KernelTun(name={self.name!r}, mtu={self.mtu})"
 
@@ -102,9 +122,10 @@ class MemoryTun:
     writes are appended to `written`.
     """
 
-    def __init__(self, name: str = "memtun0", mtu: int = 65000) -> None:
+    def __init__(self, name: str = "memtun0", mtu: int = 65000, fast_path=None) -> None:
         self.name = name
         self.mtu = mtu
+        self.fast_path = fast_path      #: what tcp_fast_path() returns (e.g. a MemoryOffload)
         self.written: list[bytes] = []
         self._queue: collections.deque[bytes] = collections.deque()
         # The pipe holds one byte while the queue is non-empty: level-triggered
@@ -135,6 +156,11 @@ class MemoryTun:
     def write(self, packet: bytes) -> None:
         self._check_open()
         self.written.append(bytes(packet))
+
+    def tcp_fast_path(self):
+        if self.fast_path is None:
+            raise OSError(errno.EOPNOTSUPP, "an in-memory TUN has no kernel fast path")
+        return self.fast_path
 
     @property
     def pending(self) -> int:

@@ -7,6 +7,8 @@ servers in the intranet namespace; curl and Python clients act as the apps.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +36,12 @@ def site(lab, tmp_path_factory):
     tunnel.stop_gateway()
 
 
+@pytest.fixture(params=["bpf", "python"])
+def tcp_path(request) -> dict[str, str]:
+    """The client's environment for the in-kernel fast path (default) or the forced Python path."""
+    return dict(os.environ, TUNNELGATE_BPF="1" if request.param == "bpf" else "0")
+
+
 CONNECT_PROBE = (
     "import errno, socket, sys, time\n"
     "s = socket.socket(); s.settimeout(10); t = time.monotonic()\n"
@@ -56,11 +64,12 @@ def curl(lab, url: str, timeout: float = 10.0):
     return result, time.monotonic() - start
 
 
-def test_curl_reaches_intranet_and_server_sees_gateway(lab, site):
-    """curl in the client fetches a page through the tunnel; the server sees the gateway's address."""
+def test_curl_reaches_intranet_and_server_sees_gateway(lab, site, tcp_path):
+    """curl in the client fetches a page through the tunnel (fast path and Python path);
+    the server sees the gateway's address."""
     tunnel, web = site
     before = host_snapshot(lab)
-    client = tunnel.connect()
+    client = tunnel.connect(env=tcp_path)
     try:
         result, _ = curl(lab, f"http://{topo.INTRANET_HOST}/index.html")
         assert result.returncode == 0, result.stderr
@@ -72,12 +81,12 @@ def test_curl_reaches_intranet_and_server_sees_gateway(lab, site):
     assert host_snapshot(lab) == before
 
 
-def test_refused_denied_and_unreachable_fail_fast(lab, site):
+def test_refused_denied_and_unreachable_fail_fast(lab, site, tcp_path):
     """Closed port -> refused; denied port -> prohibited, and no attempt reaches the server;
-    unroutable -> unreachable; each under a second."""
+    unroutable -> unreachable; each under a second (fast path and Python path)."""
     tunnel, _ = site
     logger = servers.start_tcp_logger(lab, topo.INTRANET_HOST2, 2222)
-    client = tunnel.connect()
+    client = tunnel.connect(env=tcp_path)
     try:
         what, took = connect_probe(lab, topo.INTRANET_HOST, 81)
         assert what == "ECONNREFUSED" and took < 1.0
@@ -125,14 +134,15 @@ BULK_CLIENT = textwrap.dedent("""
 """)
 
 
-def test_200_megabytes_each_way_arrive_intact(lab, site, tmp_path):
-    """200 MB up and 200 MB down through one connection; SHA-256 equal at both ends."""
+def test_200_megabytes_each_way_arrive_intact(lab, site, tmp_path, tcp_path):
+    """200 MB up and 200 MB down through one connection (fast path and Python path);
+    SHA-256 equal at both ends."""
     tunnel, _ = site
     sink = servers.start_tcp_sink(lab, topo.INTRANET_HOST, 9000)
     script = tmp_path / "bulk.py"
     script.write_text(BULK_CLIENT)
     size = 200 * 1024 * 1024
-    client = tunnel.connect()
+    client = tunnel.connect(env=tcp_path)
     try:
         result = lab.run(lab.client, [sys.executable, str(script), str(topo.INTRANET_HOST), "9000",
                                       str(size)], timeout=240)
@@ -143,6 +153,37 @@ def test_200_megabytes_each_way_arrive_intact(lab, site, tmp_path):
     finally:
         client.stop()
         sink.stop()
+
+
+TCP_SUMMARY = re.compile(r"TCP: (\d+) flows offloaded to the kernel, (\d+) packets rewritten there, "
+                         r"(\d+) in Python")
+
+
+def test_fast_path_carries_the_bulk_of_a_transfer(lab, site, tmp_path, tcp_path):
+    """With the fast path, a 50 MB transfer each way is rewritten in the kernel and Python sees
+    (almost) none of its packets; forced to Python, every packet goes through Python."""
+    tunnel, _ = site
+    sink = servers.start_tcp_sink(lab, topo.INTRANET_HOST, 9001)
+    script = tmp_path / "bulk.py"
+    script.write_text(BULK_CLIENT)
+    size = 50 * 1024 * 1024
+    client = tunnel.connect(env=tcp_path, verbose=True)
+    try:
+        result = lab.run(lab.client, [sys.executable, str(script), str(topo.INTRANET_HOST), "9001",
+                                      str(size)], timeout=120)
+        sent_hash, server_got, down_hash, down_len, server_sent = result.stdout.split()
+        assert sent_hash == server_got and down_hash == server_sent and int(down_len) == size
+    finally:
+        assert client.stop() == 0, client.output()
+        sink.stop()
+    (summary,) = TCP_SUMMARY.findall(client.output())
+    offloaded, in_kernel, in_python = map(int, summary)
+    if tcp_path["TUNNELGATE_BPF"] == "1":
+        assert "in-kernel TCP fast path on" in client.output()
+        assert offloaded == 1 and in_kernel > 1000 and in_python <= 10, summary
+    else:
+        assert "fast path" not in client.output().replace("TCP: 0 flows", "")
+        assert offloaded == 0 and in_kernel == 0 and in_python > 1000, summary
 
 
 CONCURRENT_CLIENT = textwrap.dedent("""

@@ -11,6 +11,7 @@ import socket
 import pyotp
 import pytest
 
+from client.bpf.offload import MemoryOffload
 from client.dns import MemoryDns
 from client.engine import Engine, EngineOptions
 from client.errors import LoginFailed, TrustError
@@ -235,4 +236,24 @@ def test_echo_request_gets_an_echo_reply(tmp_path):
         assert reply.endswith(b"ping through the tunnel") and reply[24:28] == bytes([0x12, 0x34, 0, 1])
         assert IcmpEcho  # the module under test on the client side
         await rig.close()
+    run(main())
+
+
+def test_accepted_flow_is_offloaded_to_the_tun_fast_path(tmp_path):
+    """With a TUN that offers a fast path, an accepted flow's legs are in it by the time the
+    SYN is released, and the stats count the offloaded flow."""
+    async def main():
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        rig = Rig(tmp_path)
+        offload = MemoryOffload()
+        rig.tun.fast_path = offload
+        engine = await rig.start()
+        await rig.connected()
+        assert engine.stats.fast_path
+        rig.tun.inject(tcp_packet(src=APP, dst="127.0.0.1", sport=40003, dport=port, flags=SYN))
+        await rig.written(lambda p: p[9] == 6 and fields(p)["flags"] == SYN)
+        assert len(offload.entries) == 2 and engine.stats.flows_offloaded == 1
+        await rig.close()
+        listener.close()
     run(main())

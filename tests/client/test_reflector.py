@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import struct
 from ipaddress import IPv4Address
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from client.bpf.offload import MemoryOffload
 from client.reflector import Endpoint, FlowInfo, FlowRequested, Reflector, Refusal
 from tests.client.packets import (ACK, FIN, PSH, RST, SYN, fields, ipv4_ok, tcp_ok, tcp_packet,
                                   udp_packet)
@@ -310,3 +312,57 @@ def test_from_tun_never_raises_on_mutated_packets(packet):
     raw[byte % len(raw)] = value
     out = r.from_tun(bytes(raw[:cut]), 0.0)
     assert out is None or len(out) <= cut
+
+
+# -- the fast path (FlowOffload) ----------------------------------------------------------------
+def four(src, dst, sport, dport) -> bytes:
+    return IPv4Address(src).packed + IPv4Address(dst).packed + struct.pack("!HH", sport, dport)
+
+
+def test_accept_offloads_both_legs_and_forget_takes_them_back():
+    """accept_flow puts both legs in the offload; expiry after release removes them."""
+    offload = MemoryOffload()
+    r = make(offload=offload)
+    port = open_flow(r)
+    assert set(offload.entries) == {four(A, D, 40000, 80), four(L, N, LP, port)}
+    assert offload.entries[four(A, D, 40000, 80)].four_tuple == four(N, L, port, LP)
+    assert r.stats.flows_offloaded == 1 and r.stats.offloaded_active == 1
+    r.release(port, 5.0)
+    assert r.expire(5.0 + 60) == [port]
+    assert offload.entries == {} and r.stats.offloaded_active == 0
+
+
+def test_offloaded_flow_is_not_idle_expired():
+    """An offloaded flow's traffic bypasses the table, so idleness here means nothing."""
+    r = make(offload=MemoryOffload(), idle_timeout=100)
+    port = open_flow(r)
+    assert r.expire(10_000.0) == []
+    assert r.lookup(port) is not None
+
+
+def test_four_tuple_reuse_replaces_the_offloaded_entries():
+    """A new SYN on a lingering tuple removes the old legs; the new flow is offloaded on accept."""
+    offload = MemoryOffload()
+    r = make(offload=offload)
+    old = open_flow(r)
+    r.release(old, 1.0)
+    assert r.from_tun(app(SYN), 2.0) is None
+    assert offload.entries == {}
+    (event,) = r.pop_events()
+    r.accept_flow(event.nat_port, 2.0)
+    assert set(offload.entries) == {four(A, D, 40000, 80), four(L, N, LP, event.nat_port)}
+
+
+def test_refused_flows_are_never_offloaded_and_refusal_keeps_python_path():
+    """A refused flow never reaches the offload; a full map leaves the flow in Python, idle rules intact."""
+    offload = MemoryOffload()
+    r = make(offload=offload)
+    r.from_tun(app(SYN), 0.0)
+    (event,) = r.pop_events()
+    r.refuse_flow(event.nat_port, Refusal.REFUSED)
+    assert offload.entries == {}
+    full = make(offload=MemoryOffload(refuse=True), idle_timeout=100)
+    port = open_flow(full)
+    assert full.stats.flows_offloaded == 0
+    assert full.from_tun(app(ACK), 1.0) is not None and full.stats.reflected == 1
+    assert full.expire(200.0) == [port]
