@@ -55,6 +55,14 @@ class _Flow(StreamPipe):
         self.path = path
         self.nat_port = nat_port
         self.answered = False
+        #: the one pending timer of the flow: waiting for the answer, then for the listener
+        self.timer: asyncio.TimerHandle | None = None
+
+    def disarm(self) -> None:
+        """Cancel the pending timer (thousands of flows a second must not pile up timers)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
         self.answered = True
@@ -110,7 +118,7 @@ class TcpPath:
         stream_id = link.open(self.session.connect_headers(str(event.target)), flow)
         flow.stream_id = stream_id
         self._flows[event.nat_port] = flow
-        self._loop.call_later(ANSWER_TIMEOUT, self._answer_timeout, flow)
+        flow.timer = self._loop.call_later(ANSWER_TIMEOUT, self._answer_timeout, flow)
 
     def _answer_timeout(self, flow: _Flow) -> None:
         if not flow.answered:
@@ -119,13 +127,14 @@ class TcpPath:
             self._refuse(flow, Refusal.HOST_UNREACHABLE)
 
     def _answered(self, flow: _Flow, status: int, proxy_status: str) -> None:
+        flow.disarm()
         if 200 <= status < 300:
             syn = self.reflector.accept_flow(flow.nat_port, self._loop.time())
             if syn is None:       # the app gave up meanwhile
                 flow.abort()
                 return
             self._tun_write(syn)
-            self._loop.call_later(ATTACH_TIMEOUT, self._attach_timeout, flow)
+            flow.timer = self._loop.call_later(ATTACH_TIMEOUT, self._attach_timeout, flow)
             return
         self._refuse(flow, refusal_for(status, proxy_status))
         log.info("flow to %s refused by the gateway: %d %s", flow.nat_port, status, proxy_status)
@@ -136,6 +145,7 @@ class TcpPath:
             flow.abort()
 
     def _refuse(self, flow: _Flow, refusal: Refusal) -> None:
+        flow.disarm()
         self.flows_refused += 1
         self._flows.pop(flow.nat_port, None)
         if flow.stream_id is not None:
@@ -158,6 +168,7 @@ class TcpPath:
             if flow is None or flow.transport is not None:
                 sock.close()
                 continue
+            flow.disarm()
             self._loop.create_task(self._attach(flow, sock))
 
     async def _attach(self, flow: _Flow, sock: socket.socket) -> None:
@@ -169,6 +180,7 @@ class TcpPath:
 
     def _flow_done(self, pipe: StreamPipe) -> None:
         flow = typing.cast(_Flow, pipe)
+        flow.disarm()
         if self._flows.get(flow.nat_port) is flow:
             del self._flows[flow.nat_port]
         self.reflector.release(flow.nat_port, self._loop.time())

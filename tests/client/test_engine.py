@@ -257,3 +257,38 @@ def test_accepted_flow_is_offloaded_to_the_tun_fast_path(tmp_path):
         await rig.close()
         listener.close()
     run(main())
+
+
+def _armed(name: str) -> int:
+    """Timers of the running (asyncio) loop that are armed and call ``name``."""
+    loop = asyncio.get_running_loop()
+    return sum(1 for h in loop._scheduled  # noqa: SLF001 - the only view of pending timers
+               if not h.cancelled() and getattr(h._callback, "__name__", "") == name)  # noqa: SLF001
+
+
+def test_answered_flows_keep_no_timer_armed(tmp_path):
+    """Each flow has one timer at a time: refused flows leave none, an accepted one only its
+    wait for the listener (thousands of flows a second must not pile up timers)."""
+    async def main():
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        closed = socket.create_server(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
+        closed.close()
+        rig = Rig(tmp_path)
+        await rig.start()
+        await rig.connected()
+        for sport in range(41000, 41020):
+            rig.tun.inject(tcp_packet(src=APP, dst="127.0.0.1", sport=sport, dport=closed_port,
+                                      flags=SYN, seq=1000))
+        for _ in range(250):
+            if sum(1 for p in rig.tun.written if p[9] == 6 and fields(p)["flags"] & RST) == 20:
+                break
+            await asyncio.sleep(0.02)
+        assert _armed("_answer_timeout") == 0 and _armed("_attach_timeout") == 0
+        rig.tun.inject(tcp_packet(src=APP, dst="127.0.0.1", sport=41100, dport=port, flags=SYN))
+        await rig.written(lambda p: p[9] == 6 and fields(p)["flags"] == SYN)
+        assert _armed("_answer_timeout") == 0 and _armed("_attach_timeout") == 1
+        await rig.close()
+        listener.close()
+    run(main())
