@@ -13,6 +13,7 @@ which yields exactly what a full recomputation would (never the -0 form 0xFFFF).
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -23,6 +24,10 @@ PROTO_UDP = 17
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
 ICMP_DEST_UNREACHABLE = 3
+
+#: Dotted-quad text of an ``IPv4Address``, cached: ``ipaddress``'s own ``str`` is slow,
+#: and a busy tunnel names the same few servers thousands of times a second.
+address_text = functools.lru_cache(maxsize=4096)(str)
 
 _IP_FIELDS = struct.Struct("!BxHHHBBH")         # ver/ihl, total, id, frag, ttl, proto, checksum
 _TCP_FIELDS = struct.Struct("!HHIIBB")          # sport, dport, seq, ack, offset, flags

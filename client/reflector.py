@@ -63,7 +63,7 @@ class Endpoint:
     port: int
 
     def __str__(self) -> str:
-        return f"{self.address}:{self.port}"
+        return f"{pk.address_text(self.address)}:{self.port}"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import signal
 import ssl
 import time
 
+from client.packet import address_text
 from client.wire import mux as m
 from client.wire.link import Link
 from client.wire.pipe import StreamPipe
@@ -195,7 +196,7 @@ class GatewayConnection(Link):
 
     # -- TCP flows ------------------------------------------------------------
     def _connect_tcp(self, stream_id: int, decision: ConnectDecision) -> None:
-        target = f"{decision.host}:{decision.port}" if decision.host else "-"
+        target = f"{address_text(decision.host)}:{decision.port}" if decision.host else "-"
         if not self._allowed(stream_id, "tcp", target, decision):
             return
         asyncio.get_running_loop().create_task(self._open_tcp(stream_id, decision, target))
@@ -255,7 +256,7 @@ class GatewayConnection(Link):
         timeout = self.gateway.config.server.connect_timeout
         try:
             async with asyncio.timeout(timeout):     # no extra task, unlike wait_for
-                await loop.create_connection(lambda: pipe, str(decision.host), decision.port)
+                await loop.create_connection(lambda: pipe, address_text(decision.host), decision.port)
         except (OSError, asyncio.TimeoutError) as exc:
             status, error = connect_failure(exc)
             self._audit(session, "tcp", target, "fail", error, 0, 0, time.monotonic() - started)
