@@ -33,7 +33,7 @@ from client.session import GatewayAddress, GatewaySession, open_session
 from client.states import State, check_transition
 from client.icmp_echo import IcmpEcho
 from client.icmp_path import IcmpPath
-from client.tcp_path import TcpPath
+from client.tcp_path import LISTEN_BACKLOG, TcpPath
 from client.udp_flows import UdpFlows
 from client.udp_path import UdpPath
 from client.trust import Trust
@@ -250,7 +250,7 @@ class Engine:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.bind((str(listen_addr), 0))
-            listener.listen(4096)
+            listener.listen(LISTEN_BACKLOG)
         except OSError as exc:
             listener.close()
             raise HostSetupError(f"cannot bind the reflection listener on {listen_addr}: {exc}") from None

@@ -28,6 +28,8 @@ from client.wire.pipe import StreamPipe, reset_socket
 
 log = logging.getLogger(__name__)
 
+#: Backlog of the reflection listener (connections the kernel completed, not yet accepted).
+LISTEN_BACKLOG = 4096
 #: How long the client waits for the gateway's answer to a CONNECT.
 ANSWER_TIMEOUT = 20.0
 #: How long an accepted flow may take to reach the listener (longer than an app's SYN retries).
@@ -76,6 +78,16 @@ class _Flow(StreamPipe):
         super().on_reset(error_code)
 
 
+class _Arrival(asyncio.Protocol):
+    """A connection the listener just accepted, until its flow takes it over."""
+
+    def __init__(self, path: "TcpPath") -> None:
+        self._path = path
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._path._arrived(typing.cast(asyncio.Transport, transport))
+
+
 class TcpPath:
     """Carries the TCP flows of one session."""
 
@@ -88,8 +100,15 @@ class TcpPath:
         self._loop = asyncio.get_running_loop()
         self._flows: dict[int, _Flow] = {}
         self.flows_refused = 0
+        self._server: asyncio.AbstractServer | None = None
         listener.setblocking(False)
-        self._loop.add_reader(listener.fileno(), self._accept)
+        # The event loop accepts (in C, with uvloop); connections queue in the
+        # kernel's backlog until the server task has started.
+        self._starting = self._loop.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        self._server = await self._loop.create_server(lambda: _Arrival(self), sock=self._listener,
+                                                      backlog=LISTEN_BACKLOG)
 
     @property
     def open_flows(self) -> int:
@@ -155,28 +174,16 @@ class TcpPath:
             self._tun_write(packet)
 
     # -- the local listener --------------------------------------------------------
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, peer = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("accept on the reflection listener failed: %s", exc)
-                return
-            flow = self._flows.get(peer[1])
-            if flow is None or flow.transport is not None:
-                sock.close()
-                continue
-            flow.disarm()
-            self._loop.create_task(self._attach(flow, sock))
-
-    async def _attach(self, flow: _Flow, sock: socket.socket) -> None:
-        try:
-            await self._loop.connect_accepted_socket(lambda: flow, sock)
-        except OSError:
-            sock.close()
-            flow.abort()
+    def _arrived(self, transport: asyncio.Transport) -> None:
+        """The listener accepted a reflected connection: its peer port names the flow."""
+        peer = transport.get_extra_info("peername")
+        flow = self._flows.get(peer[1]) if peer else None
+        if flow is None or flow.transport is not None:
+            transport.abort()
+            return
+        flow.disarm()
+        transport.set_protocol(flow)
+        flow.connection_made(transport)
 
     def _flow_done(self, pipe: StreamPipe) -> None:
         flow = typing.cast(_Flow, pipe)
@@ -195,7 +202,9 @@ class TcpPath:
 
     def close(self) -> None:
         """Stop accepting and reset every flow."""
-        self._loop.remove_reader(self._listener.fileno())
+        self._starting.cancel()
+        if self._server is not None:
+            self._server.close()
         for flow in list(self._flows.values()):
             if flow.transport is not None:
                 reset_socket(flow.transport)
