@@ -91,3 +91,24 @@ def test_without_path_lines_go_to_the_audit_logger(caplog):
     records = [r for r in caplog.records if r.name == "gateway_stub.audit"]
     assert len(records) == 1
     assert json.loads(records[0].getMessage())["session_id"] == "s-1"
+
+
+def test_lines_of_one_loop_turn_are_flushed_at_its_end(tmp_path):
+    """Inside an event loop, lines reach the file when the turn ends, all of them."""
+    import asyncio
+
+    path = tmp_path / "audit.log"
+
+    async def main():
+        log = AuditLog(path)
+        for n in range(50):
+            log.write(_record(bytes_up=n))
+        assert path.read_text() == ""          # still in this turn
+        await asyncio.sleep(0)
+        lines = path.read_text().splitlines()
+        assert [json.loads(line)["bytes_up"] for line in lines] == list(range(50))
+        log.write(_record(bytes_up=99))
+        log.close()                              # closing flushes what is pending
+        assert json.loads(path.read_text().splitlines()[-1])["bytes_up"] == 99
+
+    asyncio.run(main())
