@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import functools
 import ipaddress
 import json
 import secrets
@@ -123,8 +124,10 @@ def proxy_status_header(error: str, detail: str = "") -> tuple[str, str]:
     return ("proxy-status", value)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_authority(authority: str) -> tuple[ipaddress.IPv4Address, int]:
-    """Parse ``a.b.c.d:port``; raises ValueError with a clear message."""
+    """Parse ``a.b.c.d:port``; raises ValueError with a clear message (cached: a
+    session connects to the same few targets over and over)."""
     host, sep, port_text = authority.rpartition(":")
     if not sep or not host:
         raise ValueError(f"authority {authority[:80]!r} is not host:port")

@@ -3,8 +3,10 @@
 Default deny. A flow is allowed only if some resource matches it (network,
 protocol and, for TCP and UDP, port) and some policy rule that covers the user
 (by name or by one of their groups) allows that resource. The per-user set of
-allowed resources is computed on demand from the frozen config; configs are
-small, so no caching is needed to keep checks cheap.
+allowed resources is computed on demand from the frozen config. Verdicts are
+memoized per (user, groups, protocol, address, port): a busy session asks the
+same question thousands of times a second, and the answer can only change
+with a new config, which builds a new ``Policy``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from gateway_stub.config import PROTOCOLS, GatewayConfig, Resource, UserConfig
 
 _PORTED = frozenset({"tcp", "udp"})
+#: Memoized verdicts kept at most; the memo starts afresh when full.
+MEMO_SIZE = 65536
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +40,7 @@ class Policy:
     def __init__(self, config: GatewayConfig) -> None:
         self._resources = config.resources
         self._rules = config.policies
+        self._memo: dict[tuple, Verdict] = {}
 
     def _allowed_resources(self, user: UserConfig) -> tuple[Resource, ...]:
         groups = set(user.groups)
@@ -58,6 +63,17 @@ class Policy:
         ``port`` is required for tcp and udp and ignored for icmp; an unknown
         protocol or a missing port is the caller's bug and raises ValueError.
         """
+        key = (user.name, tuple(user.groups), protocol, address, port)
+        verdict = self._memo.get(key)
+        if verdict is None:
+            verdict = self._check(user, protocol, address, port)
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = verdict
+        return verdict
+
+    def _check(self, user: UserConfig, protocol: str, address: IPv4Address | IPv6Address,
+               port: int | None) -> Verdict:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}")
         if protocol in _PORTED and (port is None or not 0 <= port <= 65535):

@@ -132,3 +132,13 @@ def test_resources_for_lists_names_in_config_order(policy):
     """Display names follow the config's order, each once."""
     assert policy.resources_for(DAVE) == ("web", "dns", "lab", "ssh")
     assert policy.resources_for(ALICE) == ("web", "dns")
+
+
+def test_memoized_verdicts_follow_the_users_groups(policy):
+    """Asked again, the same question gets the same answer; the same name with other
+    groups is another question."""
+    first = policy.check(ALICE, "tcp", IPv4Address("10.77.0.10"), 80)
+    assert policy.check(ALICE, "tcp", IPv4Address("10.77.0.10"), 80) == first and first.allowed
+    demoted = UserConfig(name="alice", password_hash="scrypt:x", groups=())
+    assert not policy.check(demoted, "tcp", IPv4Address("10.77.0.10"), 80).allowed
+    assert policy.check(ALICE, "tcp", IPv4Address("10.77.0.10"), 22).allowed is False
