@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _IP = struct.Struct("!BxH2xHxB2xII")      # ver/ihl, total length, frag, protocol, src, dst
 _TCP = struct.Struct("!HH8xBB")          # sport, dport, data offset, flags
+_SEQ = struct.Struct("!I")
 _SYN_MASK = pk.SYN | pk.ACK | pk.RST
 _SYN = pk.SYN
 _TCP_PROTO = pk.PROTO_TCP
@@ -130,7 +131,7 @@ class _State(enum.Enum):
 
 class _Flow:
     __slots__ = ("info", "key", "forward", "back", "state", "syn", "created", "last_seen", "released_at",
-                 "keys", "offloaded")
+                 "keys", "offloaded", "isn", "orphaned")
 
     def __init__(self, info: FlowInfo, key: tuple, forward: pk.Rewrite, back: pk.Rewrite,
                  syn: bytes, now: float, keys: tuple[bytes, bytes]) -> None:
@@ -140,6 +141,8 @@ class _Flow:
         self.back = back
         self.keys = keys            # the four-tuples of the forward and the return leg
         self.offloaded = False
+        self.isn = _SEQ.unpack_from(syn, ((syn[0] & 0x0F) << 2) + 4)[0]   # the SYN's sequence number
+        self.orphaned = False       # the app reused the four-tuple: return-leg packets are dropped
         self.state = _State.PENDING
         self.syn: bytes | None = syn
         self.created = now
@@ -230,7 +233,7 @@ class Reflector:
 
         if src == self._local and sport == self._listener_port:     # return leg
             flow = self._by_port.get(dport)
-            if flow is None or dst != self._fake or flow.state is _State.PENDING:
+            if flow is None or dst != self._fake or flow.state is _State.PENDING or flow.orphaned:
                 self._unknown += 1
                 return None
             flow.last_seen = now
@@ -250,8 +253,14 @@ class Reflector:
             if not bare_syn:
                 self._unknown += 1
             return None                          # a retransmitted SYN is swallowed
-        if state is _State.RELEASED and bare_syn:
-            self._forget(flow)                   # four-tuple reuse: a new connection
+        if bare_syn and (state is _State.RELEASED
+                         or _SEQ.unpack_from(packet, ihl + 4)[0] != flow.isn):
+            # Four-tuple reuse: the app started a new connection, so the old one is over
+            # at its end (even if our local socket has not noticed yet).
+            if state is _State.RELEASED:
+                self._forget(flow)
+            else:
+                self._orphan(flow)
             self._new_flow(packet, src, dst, sport, dport, now)
             return None
         flow.last_seen = now
@@ -370,12 +379,19 @@ class Reflector:
         self._offloaded_active += 1
 
     def _forget(self, flow: _Flow) -> None:
-        if flow.offloaded:                     # before the NAT port or four-tuple can be reused
+        self._orphan(flow)
+        self._by_port.pop(flow.info.nat_port, None)
+
+    def _orphan(self, flow: _Flow) -> None:
+        """Give up the flow's four-tuple: fast-path entries and the key go (before they can
+        be reused); the NAT port stays taken until the local socket is released and has
+        lingered. Return-leg packets of the old connection are dropped from now on."""
+        flow.orphaned = True
+        if flow.offloaded:
             flow.offloaded = False
             self._offloaded_active -= 1
             for key in flow.keys:
                 self._offload.remove(key)
-        self._by_port.pop(flow.info.nat_port, None)
         if self._by_key.get(flow.key) is flow:
             del self._by_key[flow.key]
 

@@ -353,6 +353,35 @@ def test_four_tuple_reuse_replaces_the_offloaded_entries():
     assert set(offload.entries) == {four(A, D, 40000, 80), four(L, N, LP, event.nat_port)}
 
 
+def test_retransmitted_syn_on_an_established_flow_is_forwarded():
+    """The same SYN again (same sequence number) is the same connection: reflected as before."""
+    r = make()
+    port = open_flow(r, seq=1000)
+    again = r.from_tun(app(SYN, seq=1000), 1.0)
+    assert fields(again)["sport"] == port and r.pop_events() == []
+
+
+def test_four_tuple_reuse_before_the_local_socket_closed_orphans_the_old_flow():
+    """The app may reuse its port as soon as its end is closed, before our local socket has
+    noticed: a SYN with a new sequence number is a new flow on a new port. The old flow
+    loses its fast-path entries and its return leg at once, but keeps its NAT port until
+    its socket is released and has lingered."""
+    offload = MemoryOffload()
+    r = make(offload=offload)
+    old = open_flow(r, seq=1000)
+    assert r.from_tun(app(SYN, seq=90_000), 1.0) is None
+    (event,) = r.pop_events()
+    assert event.nat_port != old and offload.entries == {}
+    assert r.from_tun(kernel(old, flags=FIN | ACK), 1.0) is None     # old leg: dropped
+    assert r.lookup(old) is not None                                  # port still taken
+    r.accept_flow(event.nat_port, 1.0)
+    assert set(offload.entries) == {four(A, D, 40000, 80), four(L, N, LP, event.nat_port)}
+    r.release(old, 2.0)
+    assert r.expire(2.0 + 60) == [old]
+    assert set(offload.entries) == {four(A, D, 40000, 80), four(L, N, LP, event.nat_port)}
+    assert fields(r.from_tun(app(ACK), 70.0))["sport"] == event.nat_port
+
+
 def test_refused_flows_are_never_offloaded_and_refusal_keeps_python_path():
     """A refused flow never reaches the offload; a full map leaves the flow in Python, idle rules intact."""
     offload = MemoryOffload()
