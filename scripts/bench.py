@@ -25,7 +25,6 @@ import json
 import pathlib
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -57,22 +56,6 @@ LATENCY_CLIENT = textwrap.dedent("""
     print(json.dumps(times))
 """)
 
-NGINX_CONF = """
-user root;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-daemon off;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_timeout 0;
-    server {{
-        listen {addr}:80 backlog=4096;
-        root {dir}/www;
-    }}
-}}
-"""
 
 
 def iperf(lab, seconds: int, streams: int, reverse: bool) -> float:
@@ -220,8 +203,7 @@ def main() -> int:
     with Lab() as lab:
         (work / "www").mkdir()
         (work / "www" / "index.html").write_text("hello from the intranet\n" * 20)
-        (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, addr=topo.INTRANET_HOST))
-        lab.popen(lab.intranet, ["nginx", "-c", str(work / "nginx.conf")])
+        servers.start_nginx(lab, topo.INTRANET_HOST, 80, work / "www")
         servers.start_iperf3(lab, topo.INTRANET_HOST, 5201)
         time.sleep(0.5)
         print("measuring the direct routed path ...", file=sys.stderr)

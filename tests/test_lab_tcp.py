@@ -219,6 +219,26 @@ def test_300_concurrent_connections_all_complete(lab, site, tmp_path):
         client.stop()
 
 
+def test_back_to_back_short_connections_are_never_reset(lab, site, tmp_path):
+    """wrk opens a new connection per request, as fast as it can: an app may reuse its
+    source port the moment its end is closed, before our end noticed; no request may
+    fail for it."""
+    tunnel, _ = site
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "index.html").write_text("hello from nginx\n")
+    nginx = servers.start_nginx(lab, topo.INTRANET_HOST, 81, root)
+    client = tunnel.connect()
+    try:
+        out = lab.run(lab.client, ["wrk", "-t", "1", "-c", "16", "-d", "4s", "-H", "Connection: close",
+                                   f"http://{topo.INTRANET_HOST}:81/index.html"], timeout=60).stdout
+    finally:
+        client.stop()
+        nginx.stop()
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    assert requests > 500 and "Socket errors" not in out and "Non-2xx" not in out, out
+
+
 def test_wrong_password_fails_clearly_and_leaves_nothing(lab, site):
     """A wrong password: exit 1, a clear line, no TUN or route left behind."""
     tunnel, _ = site

@@ -59,7 +59,7 @@ class Server:
     """A server process running in a lab namespace."""
 
     kind: str
-    """"http", "iperf3", "sink", "logger", "dns" or "udp-echo"."""
+    """"http", "nginx", "iperf3", "sink", "logger", "dns" or "udp-echo"."""
     namespace: str
     address: str
     port: int
@@ -101,6 +101,32 @@ def start_http(lab: Lab, address, port: int, root_dir: pathlib.Path) -> Server:
     argv = [sys.executable, "-u", "-m", "tests.lab.servers", "http", str(address), str(port),
             "{log}", "--root", str(root_dir)]
     return _start(lab, "http", address, port, argv, stderr_is_log=False)
+
+
+NGINX_CONF = """
+user root;
+worker_processes 1;
+pid {dir}/nginx-{port}.pid;
+error_log {dir}/nginx-{port}.error.log;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_timeout 0;
+    server {{
+        listen {addr}:{port} backlog=4096;
+        root {root};
+    }}
+}}
+"""
+
+
+def start_nginx(lab: Lab, address, port: int, root_dir: pathlib.Path) -> Server:
+    """nginx (one worker, no keep-alive) serving root_dir: a server fast enough that
+    the tunnel, not the server, sets the pace of short connections."""
+    conf = lab.workdir / f"nginx-{port}.conf"
+    conf.write_text(NGINX_CONF.format(dir=lab.workdir, addr=address, port=port, root=root_dir))
+    return _start(lab, "nginx", address, port, ["nginx", "-c", str(conf)], stderr_is_log=False)
 
 
 def start_iperf3(lab: Lab, address, port: int = 5201) -> Server:
