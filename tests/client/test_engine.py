@@ -100,6 +100,15 @@ class Rig:
             self.gateway.close()
 
 
+def open_and_closed_ports() -> tuple[socket.socket, int, int]:
+    """A listening socket, its port, and a loopback port nothing listens on."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    return listener, listener.getsockname()[1], closed_port
+
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
@@ -127,11 +136,7 @@ def test_syn_is_held_until_the_gateway_confirms_then_released(tmp_path):
     """A SYN to a listening port comes back reflected only after the gateway connected;
     a SYN to a closed port is answered with an RST from the server."""
     async def main():
-        listener = socket.create_server(("127.0.0.1", 0))
-        open_port = listener.getsockname()[1]
-        closed = socket.create_server(("127.0.0.1", 0))
-        closed_port = closed.getsockname()[1]
-        closed.close()
+        listener, open_port, closed_port = open_and_closed_ports()
         rig = Rig(tmp_path)
         await rig.start()
         await rig.connected()
@@ -270,11 +275,7 @@ def test_answered_flows_keep_no_timer_armed(tmp_path):
     """Each flow has one timer at a time: refused flows leave none, an accepted one only its
     wait for the listener (thousands of flows a second must not pile up timers)."""
     async def main():
-        listener = socket.create_server(("127.0.0.1", 0))
-        port = listener.getsockname()[1]
-        closed = socket.create_server(("127.0.0.1", 0))
-        closed_port = closed.getsockname()[1]
-        closed.close()
+        listener, port, closed_port = open_and_closed_ports()
         rig = Rig(tmp_path)
         await rig.start()
         await rig.connected()
