@@ -54,6 +54,7 @@ def test_cli_connects_through_the_service_and_disconnect_restores_the_host(lab, 
         assert page.stdout == "hello via the service\n"
         status = lab.run(lab.client, [*cli, "status"], env=env)
         assert "connected" in status.stdout and "10.77.0.0/24" in status.stdout, status.stdout
+        assert "tcp path:  in-kernel fast path, 1 flow(s) offloaded" in status.stdout, status.stdout
         lab.run(lab.client, [*cli, "disconnect"], env=env, timeout=60)
         assert host_snapshot(lab) == before
         wrong = lab.run(lab.client, [*cli, "connect", "lab", "--password-stdin"],

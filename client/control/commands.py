@@ -152,6 +152,9 @@ def render_status(status: dict) -> str:
         lines.append(f"traffic:   in {_size(stats['bytes_in'])} ({_size(stats['rate_in'])}/s), "
                      f"out {_size(stats['bytes_out'])} ({_size(stats['rate_out'])}/s), "
                      f"{stats['flows']} open flow(s)")
+        if "fast_path" in stats:
+            lines.append(f"tcp path:  {'in-kernel fast path' if stats['fast_path'] else 'Python'}"
+                         f", {stats.get('flows_offloaded', 0)} flow(s) offloaded")
     return "\n".join(lines)
 
 

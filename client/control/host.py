@@ -181,7 +181,9 @@ class EngineHost:
         raw = engine.stats if engine is not None and self.state in _ACTIVE else None
         return {"bytes_in": raw.bytes_in if raw else 0, "bytes_out": raw.bytes_out if raw else 0,
                 "rate_in": self._rates[0], "rate_out": self._rates[1],
-                "flows": raw.open_flows if raw else 0}
+                "flows": raw.open_flows if raw else 0,
+                "fast_path": raw.fast_path if raw else False,
+                "flows_offloaded": raw.flows_offloaded if raw else 0}
 
     def status(self) -> dict:
         """The Status object of the control API."""

@@ -51,7 +51,8 @@ class FakeEngine:
 
     @property
     def stats(self) -> Stats:
-        return Stats(bytes_in=self.bytes, bytes_out=self.bytes // 2, open_flows=1, flows_refused=0)
+        return Stats(bytes_in=self.bytes, bytes_out=self.bytes // 2, open_flows=1, flows_refused=0,
+                     fast_path=True, flows_offloaded=4)
 
     def _set(self, state: State, detail: str = "") -> None:
         check_transition(self.state, state)

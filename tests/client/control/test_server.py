@@ -103,7 +103,7 @@ def test_hello_and_status(tmp_path):
             status = await client.status()
             assert status["state"] == "disconnected" and status["error"] is None
             assert status["stats"] == {"bytes_in": 0, "bytes_out": 0, "rate_in": 0.0, "rate_out": 0.0,
-                                       "flows": 0}
+                                       "flows": 0, "fast_path": False, "flows_offloaded": 0}
             await client.close()
     run(main())
 
@@ -262,6 +262,7 @@ def test_stats_notifications_while_connected(tmp_path):
             await client.connect("https://gw.example", "alice", PASSWORD)
             stats = await notes.wait_for("stats", lambda s: s["rate_in"] > 0)
             assert stats["bytes_in"] > 0 and stats["rate_out"] > 0 and stats["flows"] == 1
+            assert stats["fast_path"] is True and stats["flows_offloaded"] == 4
             await client.disconnect()
             await client.close()
     run(main())
