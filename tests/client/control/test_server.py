@@ -82,6 +82,13 @@ class Service:
     async def client(self) -> ControlClient:
         return await ControlClient.open(self.path)
 
+    async def subscriber(self, **subscribe_kw) -> tuple[ControlClient, "Notes"]:
+        """A client subscribed to notifications, and what it has seen."""
+        client = await self.client()
+        notes = Notes()
+        await client.subscribe(notes, **subscribe_kw)
+        return client, notes
+
 
 async def raw_call(path: pathlib.Path, *requests: p.Request) -> list[p.Message]:
     """Send raw requests on a fresh connection; return the answers in order."""
@@ -141,9 +148,7 @@ def test_connect_notifies_states_then_disconnect_restores(tmp_path):
     """connect returns at once, states arrive as notifications, status shows the config, disconnect ends it."""
     async def main():
         async with Service(tmp_path) as svc:
-            client = await svc.client()
-            notes = Notes()
-            await client.subscribe(notes, stats_interval=0.05)
+            client, notes = await svc.subscriber(stats_interval=0.05)
             await client.connect("https://gw.example:8443", "alice", PASSWORD, profile="work")
             await notes.wait_for("state", lambda s: s["state"] == "connected")
             assert notes.states() == ["connecting", "authenticating", "configuring", "connected"]
@@ -180,9 +185,7 @@ def test_failed_login_reports_the_error(tmp_path):
     """A failing attempt ends in state failed with the one-line reason in status."""
     async def main():
         async with Service(tmp_path) as svc:
-            client = await svc.client()
-            notes = Notes()
-            await client.subscribe(notes)
+            client, notes = await svc.subscriber()
             await client.connect("https://gw.example", "mallory", PASSWORD)
             failed = await notes.wait_for("state", lambda s: s["state"] == "failed")
             assert "wrong user name or password" in failed["detail"]
@@ -199,9 +202,7 @@ def test_challenge_round_trip(tmp_path):
     """A one-time code question arrives as a challenge and the answer reaches the engine."""
     async def main():
         async with Service(tmp_path) as svc:
-            client = await svc.client()
-            notes = Notes()
-            await client.subscribe(notes)
+            client, notes = await svc.subscriber()
             await client.connect("https://gw.example", "carol", PASSWORD)
             challenge = await notes.wait_for("challenge")
             assert challenge["kind"] == "totp" and challenge["prompt"] == "One-time code"
@@ -219,9 +220,7 @@ def test_unanswered_challenge_times_out_as_cancel(tmp_path):
     """A challenge nobody answers within the timeout cancels the login."""
     async def main():
         async with Service(tmp_path, prompt_timeout=0.2) as svc:
-            client = await svc.client()
-            notes = Notes()
-            await client.subscribe(notes)
+            client, notes = await svc.subscriber()
             await client.connect("https://gw.example", "carol", PASSWORD)
             await notes.wait_for("state", lambda s: s["state"] == "failed")
             await client.close()
@@ -232,9 +231,7 @@ def test_certificate_round_trip(tmp_path):
     """An untrusted certificate is put to the subscriber; "always" lets the engine go on."""
     async def main():
         async with Service(tmp_path) as svc:
-            client = await svc.client()
-            notes = Notes()
-            await client.subscribe(notes)
+            client, notes = await svc.subscriber()
             await client.connect("https://untrusted.example", "alice", PASSWORD)
             question = await notes.wait_for("certificate")
             assert question["fingerprint"] == "sha256:" + "ab" * 32
@@ -254,9 +251,7 @@ def test_stats_notifications_while_connected(tmp_path):
     """Subscribers get stats every interval while connected, with rates from the counters."""
     async def main():
         async with Service(tmp_path) as svc:
-            client = await svc.client()
-            notes = Notes()
-            await client.subscribe(notes, stats_interval=0.05)
+            client, notes = await svc.subscriber(stats_interval=0.05)
             await asyncio.sleep(0.2)
             assert not [m for m, _ in notes.seen if m == "stats"]  # nothing while disconnected
             await client.connect("https://gw.example", "alice", PASSWORD)
@@ -273,9 +268,7 @@ def test_log_notifications_never_carry_the_password(tmp_path, caplog):
     import logging
     async def main():
         async with Service(tmp_path) as svc:
-            client = await svc.client()
-            notes = Notes()
-            await client.subscribe(notes)
+            client, notes = await svc.subscriber()
             await client.connect("https://gw.example", "carol", PASSWORD)
             challenge = await notes.wait_for("challenge")
             logging.getLogger("client.careless").info("oops %s", PASSWORD)
@@ -442,9 +435,7 @@ def test_real_engine_connects_and_restores(tmp_path):
 
     async def main():
         async with Gw(tmp_path) as gw, real_service(tmp_path) as svc:
-            client = await svc.client()
-            notes = Notes()
-            await client.subscribe(notes)
+            client, notes = await svc.subscriber()
             await client.connect(gw.url, "alice", PASSWORDS["alice"], ca=str(gw.setup.certs.ca_cert))
             await notes.wait_for("state", lambda s: s["state"] in ("connected", "failed"))
             status = await client.status()
