@@ -59,6 +59,7 @@ class KernelOffload:
         self.flows_fd = flows_fd
         self.counters_fd = counters_fd
         self.prog_fd = prog_fd
+        self._flows = syscall.MapElements(flows_fd, reflect_prog.KEY_SIZE, reflect_prog.VALUE.size)
         self.flows_added = 0
         self.add_failures = 0
         self._closed = False
@@ -104,7 +105,7 @@ class KernelOffload:
     def add(self, four_tuple: bytes, rewrite: pk.Rewrite) -> bool:
         """Rewrite packets of ``four_tuple`` in the kernel from now on; False if the map refused."""
         try:
-            syscall.map_update(self.flows_fd, four_tuple, value_for(rewrite))
+            self._flows.update(four_tuple, value_for(rewrite))
         except OSError as exc:
             self.add_failures += 1
             if self.add_failures == 1:
@@ -116,7 +117,7 @@ class KernelOffload:
     def remove(self, four_tuple: bytes) -> None:
         """Stop rewriting ``four_tuple`` in the kernel (no error if it was not there)."""
         try:
-            syscall.map_delete(self.flows_fd, four_tuple)
+            self._flows.delete(four_tuple)
         except OSError as exc:
             log.warning("cannot remove an offloaded TCP flow from the kernel map: %s", exc)
 

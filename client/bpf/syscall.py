@@ -121,6 +121,40 @@ def map_delete(map_fd: int, key: bytes) -> bool:
     return True
 
 
+class MapElements:
+    """Fast create/replace and delete of one map's elements, for a hot path.
+
+    The attribute and the key and value buffers are made once and refilled
+    per call, instead of three buffers and a pack per call as in
+    ``map_update``. Not thread-safe: one user at a time (the event loop).
+    """
+
+    def __init__(self, map_fd: int, key_size: int, value_size: int) -> None:
+        self._key = ctypes.create_string_buffer(key_size)
+        self._value = ctypes.create_string_buffer(value_size)
+        self._update = _attr("=IIQQQ", map_fd, 0, _addr(self._key), _addr(self._value), ANY)
+        self._delete = _attr("=IIQQQ", map_fd, 0, _addr(self._key), 0, 0)
+        self._update_ref, self._delete_ref = ctypes.byref(self._update), ctypes.byref(self._delete)
+        self._number = _number()
+
+    def update(self, key: bytes, value: bytes) -> None:
+        """Create or replace the element ``key``; OSError if the kernel refuses."""
+        self._key.raw, self._value.raw = key, value
+        if _libc.syscall(self._number, MAP_UPDATE_ELEM, self._update_ref, _ATTR_SIZE) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"bpf map update: {os.strerror(err)}")
+
+    def delete(self, key: bytes) -> bool:
+        """Delete the element ``key``; False if there was none."""
+        self._key.raw = key
+        if _libc.syscall(self._number, MAP_DELETE_ELEM, self._delete_ref, _ATTR_SIZE) < 0:
+            err = ctypes.get_errno()
+            if err == 2:        # ENOENT
+                return False
+            raise OSError(err, f"bpf map delete: {os.strerror(err)}")
+        return True
+
+
 def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
     """The value of ``key``, or None if there is none."""
     out = ctypes.create_string_buffer(value_size)

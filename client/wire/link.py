@@ -30,6 +30,10 @@ class StreamHandler(typing.Protocol):
     def on_reset(self, error_code: int) -> None: ...
     def on_writable(self) -> None: ...
 
+    # Optional: ``expect_end()`` is called before ``on_data`` when the same
+    # batch of frames also ends the stream, so a socket can send the payload
+    # and its FIN in one segment, as the host behind the gateway did.
+
 
 @dataclasses.dataclass(frozen=True)
 class Response:
@@ -109,7 +113,13 @@ class Link(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
-        for ev in self.mux.receive(data):
+        events = self.mux.receive(data)
+        ending = {ev.stream_id for ev in events if type(ev) is m.StreamEnded}
+        for ev in events:
+            if ending and type(ev) is m.DataReceived and ev.stream_id in ending:
+                expect_end = getattr(self._handlers.get(ev.stream_id), "expect_end", None)
+                if expect_end is not None:
+                    expect_end()
             self._dispatch(ev)
         self._flush()
 
@@ -173,9 +183,9 @@ class Link(asyncio.Protocol):
         self._mark()
         return True
 
-    def send(self, stream_id: int, data: bytes) -> None:
-        """Queue payload on a stream."""
-        self.mux.send(stream_id, data)
+    def send(self, stream_id: int, data: bytes, *, end: bool = False) -> None:
+        """Queue payload on a stream; with ``end``, half-close it in the same frame."""
+        self.mux.send(stream_id, data, end=end)
         self._mark()
 
     def end(self, stream_id: int) -> None:

@@ -92,15 +92,22 @@ class Mux(Connection):
             return None
         return stream
 
-    def send(self, stream_id: int, data: bytes | memoryview) -> None:
-        """Queue payload on a stream; it leaves as the peer's window allows."""
-        if not data:
+    def send(self, stream_id: int, data: bytes | memoryview, *, end: bool = False) -> None:
+        """Queue payload on a stream; it leaves as the peer's window allows.
+
+        With ``end`` the stream is half-closed too, END_STREAM riding on the
+        payload's last frame (a TCP FIN that came with the data).
+        """
+        if not data and not end:
             return
         stream = self._writable(stream_id)
         if stream is None:
             return                           # closed or reset meanwhile: nobody wants it
-        stream.chunks.append(data)
-        stream.queued += len(data)
+        if data:
+            stream.chunks.append(data)
+            stream.queued += len(data)
+        if end:
+            stream.fin = True
         if stream.ready:
             self._pump(stream)
 

@@ -11,6 +11,7 @@ closes and it stops sending.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import socket
 import struct
@@ -34,6 +35,7 @@ class StreamPipe(asyncio.Protocol):
     def __init__(self, link: Link, stream_id: int | None = None, *,
                  on_done: typing.Callable[["StreamPipe"], None] | None = None) -> None:
         self.link = link
+        self._fd = -1          # the socket's descriptor, to notice a FIN right behind the data
         self.stream_id = stream_id
         self.transport: asyncio.Transport | None = None
         self.bytes_up = 0      # socket -> stream
@@ -59,7 +61,11 @@ class StreamPipe(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=HIGH)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
         early, self._early = self._early, []
+        if early and self._remote_eof:
+            self.expect_end()
         for data, flow_length in early:
             self.on_data(data, flow_length)
         if self._remote_eof:
@@ -72,15 +78,21 @@ class StreamPipe(asyncio.Protocol):
         self.bytes_up += len(data)
         self.last_active = time.monotonic()
         sid = self.stream_id
-        self.link.send(sid, data)
+        # A peer that writes and closes sends its FIN right behind the data:
+        # pass both in one frame, so the far end gets them in one segment.
+        end = eof_pending(self._fd)
+        if end:
+            self._local_eof = True
+        self.link.send(sid, data, end=end)
         if self.link.buffered(sid) > HIGH and not self._read_paused:
             self._read_paused = True
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
-        self._local_eof = True
-        if self.link.is_open:
-            self.link.end(self.stream_id)
+        if not self._local_eof:
+            self._local_eof = True
+            if self.link.is_open:
+                self.link.end(self.stream_id)
         if self._remote_eof:
             self._finish()
             return False
@@ -108,6 +120,15 @@ class StreamPipe(asyncio.Protocol):
     # -- stream side (StreamHandler) --------------------------------------------
     def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
         pass
+
+    def expect_end(self) -> None:
+        """The stream ends right after the next payload: hold it for the FIN (TCP_CORK)."""
+        if self.transport is not None and not self.transport.is_closing():
+            sock = self.transport.get_extra_info("socket")
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            except OSError:
+                pass    # only a missed coalescing, never lost data: the FIN pushes it out
 
     def on_data(self, data: bytes, flow_length: int) -> None:
         if self.transport is None:
@@ -161,6 +182,24 @@ class StreamPipe(asyncio.Protocol):
             self.link.unregister(self.stream_id)
         if self._on_done is not None:
             self._on_done(self)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_recv = _libc.recv
+_recv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_recv.restype = ctypes.c_ssize_t
+_PEEK_BUFFER = ctypes.create_string_buffer(1)
+_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+def eof_pending(fd: int) -> bool:
+    """True when the peer's FIN is all that waits on socket ``fd`` (one MSG_PEEK).
+
+    The transport hides its socket's recv(), so this calls the C library's;
+    nothing is consumed. -1 (EAGAIN: nothing there, or any error, which the
+    transport will see itself) and 1 (more data) both mean no.
+    """
+    return fd >= 0 and _recv(fd, _PEEK_BUFFER, 1, _PEEK_FLAGS) == 0
 
 
 def reset_socket(transport: asyncio.BaseTransport) -> None:

@@ -64,6 +64,23 @@ def test_payload_flows_both_ways_and_end_is_a_half_close():
     assert of(m.StreamEnded, at_client)
 
 
+def test_payload_with_end_leaves_as_one_frame_that_ends_the_stream():
+    """send(end=True) is a FIN that came with the data: one DATA frame carries END_STREAM."""
+    client, gateway = pair()
+    sid = connect(client, gateway)
+    gateway.send(sid, b"last words", end=True)
+    wire = gateway.data_to_send()
+    assert len(wire) == 9 + len(b"last words")               # one frame header, no empty frame
+    assert wire[3] == 0 and wire[4] & 0x1                     # DATA with END_STREAM
+    events = client.receive(wire)
+    assert [type(e) for e in events] == [m.DataReceived, m.StreamEnded]
+    assert events[0].data == b"last words"
+    gateway.send(sid, b"more")                                # ended: nothing more leaves
+    assert gateway.data_to_send() == b""
+    gateway.send(sid, b"", end=True)
+    assert gateway.data_to_send() == b""
+
+
 def test_window_closes_until_the_receiver_credits_what_it_handed_on():
     """Without consumed(), the sender stops at the stream window and buffers the rest;
     crediting what arrived reopens the window until all is through, and the
