@@ -1,9 +1,11 @@
 """How the client decides to trust a gateway's certificate.
 
-Three ways, never a silent insecure mode: the system store, a CA file, or a
-pinned SHA-256 fingerprint of the server certificate. With a pin, the chain
-is not verified but the certificate must match the pin exactly; the check
-runs right after the handshake, before the client sends a single byte.
+Three ways, never a silent insecure mode: the system store, CA certificates
+(a file this process reads, or PEM text), or a pinned SHA-256 fingerprint of
+the server certificate. With a pin, the chain is not verified but the
+certificate must match the pin exactly; the check runs right after the
+handshake, before the client sends a single byte. The privileged service
+only takes PEM text: it never opens a path that an unprivileged user chose.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ import ssl
 from client.errors import TrustError, UsageError
 
 _PIN = re.compile(r"^sha256:([0-9a-f]{64})$")
+_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
+
+MAX_CA_PEM = 512 * 1024
+"""Longest CA text accepted, in characters. A system bundle is about 220 KB; half the
+control API's 1 MiB line leaves room for a connect request to carry it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,17 +31,24 @@ class Trust:
     """What makes the gateway's certificate acceptable."""
 
     ca_file: pathlib.Path | None = None
-    """Verify the chain against this CA bundle instead of the system store."""
+    """Verify the chain against this CA bundle (a file this process reads) instead of the system store."""
+    ca_pem: str | None = None
+    """Verify the chain against these PEM CA certificates (text) instead of the system store."""
     pin: str | None = None
     """``sha256:<hex>`` of the server certificate (DER)."""
 
     def __post_init__(self) -> None:
-        if self.ca_file is not None and self.pin is not None:
-            raise UsageError("give either a CA file or a pinned fingerprint, not both")
+        given = [what for what, value in (("a CA file", self.ca_file), ("CA certificate text", self.ca_pem),
+                                          ("a pinned fingerprint", self.pin)) if value is not None]
+        if len(given) > 1:
+            raise UsageError(f"give only one of a CA file, CA certificate text or a pinned fingerprint "
+                             f"(got {' and '.join(given)})")
         if self.pin is not None and not _PIN.match(normalize_pin(self.pin)):
             raise UsageError(f"pin {self.pin!r} is not of the form sha256:<64 hex digits>")
         if self.ca_file is not None and not self.ca_file.is_file():
             raise UsageError(f"CA file {self.ca_file} does not exist")
+        if self.ca_pem is not None:
+            _load_ca_pem(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), self.ca_pem)
 
     def ssl_context(self, server_name: str | None) -> ssl.SSLContext:
         """A TLS 1.3 client context with ALPN h2 that enforces this trust."""
@@ -46,6 +60,8 @@ class Trust:
             ctx.verify_mode = ssl.CERT_NONE
         elif self.ca_file is not None:
             ctx.load_verify_locations(cafile=str(self.ca_file))
+        elif self.ca_pem is not None:
+            _load_ca_pem(ctx, self.ca_pem)
         else:
             ctx.load_default_certs()
         return ctx
@@ -59,6 +75,27 @@ class Trust:
         if seen != normalize_pin(self.pin):
             raise TrustError(f"the gateway's certificate does not match the pinned fingerprint "
                              f"(pinned {normalize_pin(self.pin)}, server sent {seen})", seen)
+
+
+def _load_ca_pem(ctx: ssl.SSLContext, pem: str) -> None:
+    """Load the certificates of ``pem`` into ``ctx``; raises UsageError, never quoting the text."""
+    if not isinstance(pem, str):
+        raise UsageError("the CA certificate(s) must be given as PEM text")
+    if not pem.strip():
+        raise UsageError("the CA certificate text is empty")
+    if len(pem) > MAX_CA_PEM:
+        raise UsageError(f"the CA certificate text is longer than {MAX_CA_PEM} characters")
+    # Only the certificate blocks: like a CA file, the text may carry comments
+    # (even non-ASCII ones, as in curl's bundle), which cadata would refuse.
+    blocks = _CERTIFICATE.findall(pem)
+    if blocks:
+        try:
+            ctx.load_verify_locations(cadata="\n".join(blocks))
+            return
+        except (ssl.SSLError, ValueError, TypeError):  # TypeError: non-ASCII inside a block
+            pass
+    raise UsageError("the CA certificate(s) could not be read: expected PEM text with "
+                     "one or more -----BEGIN CERTIFICATE----- blocks")
 
 
 def fingerprint(der: bytes) -> str:

@@ -25,7 +25,7 @@ import typing
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from client.control.errors import ControlError, ServiceUnavailable
-from client.errors import ClientError
+from client.errors import ClientError, UsageError
 from gui.bridge import ServiceBridge
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,10 @@ class Controller(QObject):
         except ControlError as exc:
             self._connecting_profile = None
             self.notified.emit("Could not connect", exc.message, ERROR)
+            return False
+        except UsageError as exc:      # e.g. the profile's CA file cannot be read
+            self._connecting_profile = None
+            self.notified.emit("Could not connect", str(exc), ERROR)
             return False
         return True
 

@@ -60,8 +60,10 @@ def test_tray_app_connects_as_non_root_with_password_and_one_time_code(lab, tmp_
         time.sleep(0.05)
     assert sock.exists(), (tmp_path / "service.log").read_text()
     profiles = rundir / "profiles.toml"
-    ProfileStore(profiles).save(Profile(name="lab", gateway=tunnel.url, username="carol",
-                                        ca=str(tunnel.setup.certs.ca_cert)))
+    ca = rundir / "ca.crt"  # the app reads its CA file itself, as nobody; the service never does
+    shutil.copyfile(tunnel.setup.certs.ca_cert, ca)
+    ca.chmod(0o644)
+    ProfileStore(profiles).save(Profile(name="lab", gateway=tunnel.url, username="carol", ca=str(ca)))
     profiles.chmod(0o644)
     before = host_snapshot(lab)
 

@@ -3,8 +3,10 @@
 ``await ControlClient.open()`` connects and says hello; each method is one
 call. Notifications (after ``subscribe``) are handed to the callback in
 the order they arrive. Errors: ``ServiceUnavailable`` when the service is
-not there (or goes away), ``NotAllowed`` when it refuses this user, and
-``ControlError`` for any other error answer.
+not there (or goes away), ``NotAllowed`` when it refuses this user,
+``ControlError`` for any other error answer, and ``UsageError`` when the CA
+file given to ``connect`` cannot be read (the client reads it as the user
+and sends its text: the service never opens paths that users give).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import typing
 
 from client.control import protocol as p
 from client.control.errors import ControlError, NotAllowed, ServiceUnavailable
+from client.errors import UsageError
+from client.trust import MAX_CA_PEM, Trust
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,24 @@ def socket_path(path: str | os.PathLike | None = None) -> pathlib.Path:
         return pathlib.Path(path)
     env = os.environ.get("TUNNELGATE_SOCKET")
     return pathlib.Path(env) if env else DEFAULT_SOCKET
+
+
+def _read_ca_file(path: str | os.PathLike) -> str:
+    """The PEM text of a CA file, read by the caller; raises UsageError naming the file."""
+    path = pathlib.Path(path)
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_CA_PEM + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read the CA file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CA_PEM:
+        raise UsageError(f"CA file {path} is larger than {MAX_CA_PEM} bytes")
+    text = data.decode("utf-8", errors="replace")
+    try:
+        Trust(ca_pem=text)  # the service checks it too; this names the file
+    except UsageError as exc:
+        raise UsageError(f"CA file {path}: {exc}") from None
+    return text
 
 
 def _error(code: int, message: str) -> ControlError:
@@ -108,12 +130,18 @@ class ControlClient:
         """The service's Status object (see docs/control-api.md)."""
         return await self.call("status")
 
-    async def connect(self, gateway: str, username: str, password: str, *, ca: str | None = None,
-                      pin: str | None = None, profile: str | None = None) -> None:
-        """Start connecting; progress arrives as notifications. Raises ControlError (-32010 busy)."""
+    async def connect(self, gateway: str, username: str, password: str, *,
+                      ca: str | os.PathLike | None = None, pin: str | None = None,
+                      profile: str | None = None) -> None:
+        """Start connecting; progress arrives as notifications. Raises ControlError (-32010 busy).
+
+        ``ca`` is a CA file that this process reads (the service opens no paths
+        given by users); it sends the text. A file that cannot be read, or holds
+        no certificate, raises UsageError naming it before anything is sent.
+        """
+        ca_pem = None if ca is None else _read_ca_file(ca)
         await self.call("connect", {"gateway": gateway, "username": username, "password": password,
-                                    "ca": None if ca is None else str(ca), "pin": pin,
-                                    "profile": profile})
+                                    "ca_pem": ca_pem, "pin": pin, "profile": profile})
 
     async def disconnect(self) -> None:
         """Disconnect; returns once the host is restored."""

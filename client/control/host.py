@@ -120,9 +120,13 @@ class EngineHost:
         task = self._attempt.task if self._attempt else None
         return (task is not None and not task.done()) or self.state in _ACTIVE
 
-    async def connect(self, gateway: str, username: str, password: str, *, ca: str | None = None,
+    async def connect(self, gateway: str, username: str, password: str, *, ca_pem: str | None = None,
                       pin: str | None = None, profile: str | None = None) -> None:
-        """Start a connection attempt; returns at once. Raises Busy or UsageError."""
+        """Start a connection attempt; returns at once. Raises Busy or UsageError.
+
+        ``ca_pem`` is the PEM text of the CA certificate(s): the service never
+        opens a path given by a user.
+        """
         if self.busy:
             raise Busy(f"already {self.state.value} to {self._attempt.gateway}; disconnect first")
         if not isinstance(username, str) or not username:
@@ -130,7 +134,7 @@ class EngineHost:
         if not isinstance(password, str):
             raise UsageError("password must be a string")
         address = GatewayAddress.parse(gateway)
-        trust = Trust(ca_file=pathlib.Path(ca) if ca else None, pin=pin or None)
+        trust = Trust(ca_pem=ca_pem, pin=pin or None)
         options = EngineOptions(gateway=address, trust=trust, username=username)
         if self._reflect_network is not None:
             options = dataclasses.replace(options, reflect_network=self._reflect_network)

@@ -29,7 +29,8 @@ import threading
 
 from client.control import protocol as p
 from client.control.errors import Busy, NoSuchQuestion
-from client.control.host import DECISIONS, SERVICE_VERSION, EngineHost
+from client.control.host import SERVICE_VERSION, EngineHost
+from client.control.params import ConnectParams, decision, stats_interval, string
 from client.errors import ClientError, UsageError
 from client.states import State
 
@@ -365,32 +366,25 @@ class ControlServer:
         if method == "status":
             return self.host.status()
         if method == "connect":
-            await self.host.connect(
-                _string(params, "gateway"), _string(params, "username"), _string(params, "password"),
-                ca=_string(params, "ca", optional=True), pin=_string(params, "pin", optional=True),
-                profile=_string(params, "profile", optional=True))
+            call = ConnectParams.read(params)
+            await self.host.connect(call.gateway, call.username, call.password, ca_pem=call.ca_pem,
+                                    pin=call.pin, profile=call.profile)
             return {}
         if method == "disconnect":
             await self.host.disconnect()
             return {}
         if method == "subscribe":
-            interval = params.get("stats_interval", 1.0)
-            if not p.is_finite_number(interval) or not 0.05 <= interval <= 3600:
-                raise p.ProtocolError(p.INVALID_PARAMS, "stats_interval must be a number of "
-                                      "seconds between 0.05 and 3600")
+            interval = stats_interval(params)
             peer.subscribed = True
             if peer.stats_task is not None:
                 peer.stats_task.cancel()
-            peer.stats_task = asyncio.ensure_future(self._send_stats(peer, float(interval)))
+            peer.stats_task = asyncio.ensure_future(self._send_stats(peer, interval))
             return {}
         if method == "answer_challenge":
-            self.host.answer("challenge", _string(params, "id"), _string(params, "response"))
+            self.host.answer("challenge", string(params, "id"), string(params, "response"))
             return {}
         if method == "answer_certificate":
-            decision = _string(params, "decision")
-            if decision not in DECISIONS:
-                raise p.ProtocolError(p.INVALID_PARAMS, f"decision must be one of {', '.join(DECISIONS)}")
-            self.host.answer("certificate", _string(params, "id"), decision)
+            self.host.answer("certificate", string(params, "id"), decision(params))
             return {}
         raise p.ProtocolError(p.METHOD_NOT_FOUND, f"no method {method!r}")
 
@@ -399,12 +393,3 @@ class ControlServer:
             await asyncio.sleep(interval)
             if self.host.state is State.CONNECTED:
                 peer.send(p.Notification(method="stats", params=self.host.stats()))
-
-
-def _string(params: dict, name: str, *, optional: bool = False) -> str | None:
-    value = params.get(name)
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise p.ProtocolError(p.INVALID_PARAMS, f"{name} must be a string")
-    return value

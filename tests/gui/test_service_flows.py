@@ -8,6 +8,7 @@ import pytest
 from client.control.host import EngineHost
 from client.control.server import ControlServer
 from client.profiles import Profile
+from gateway_stub.certs import make_self_signed
 from gui.app import feed_status_window
 from gui.cert_dialog import CertificateDialog
 from gui.controller import Controller
@@ -176,6 +177,29 @@ def test_second_connect_is_refused_with_a_notification(gui, passwords):
     assert gui.notes[-1][0] == "Could not connect" and "disconnect first" in gui.notes[-1][1]
 
 
+def test_profile_ca_file_is_read_by_the_app(gui, passwords, profiles, tmp_path):
+    """The app reads the profile's CA file itself; the service's engine gets its text."""
+    ca = make_self_signed(tmp_path / "gw", ["vpn.example.com"]).ca_cert
+    profiles.save(Profile(name="work", gateway="https://vpn.example.com:8443", username="alice",
+                          ca=str(ca)))
+    passwords.set("work", "alice", "pw")
+    gui.run(gui.controller.connect_profile("work"))
+    gui.wait_state("connected")
+    assert FakeEngine.instances[-1].options.trust.ca_pem == ca.read_text()
+
+
+def test_missing_profile_ca_file_is_reported(gui, passwords, profiles, tmp_path):
+    """A profile whose CA file is gone gets an error notification naming it; no attempt starts."""
+    gone = tmp_path / "gone.pem"
+    profiles.save(Profile(name="work", gateway="https://vpn.example.com:8443", username="alice",
+                          ca=str(gone)))
+    passwords.set("work", "alice", "pw")
+    engines = len(FakeEngine.instances)
+    gui.tray.connect_actions["work"].trigger()
+    gui.wait(lambda: any(str(gone) in note[1] and note[2] == "error" for note in gui.notes))
+    assert len(FakeEngine.instances) == engines and gui.controller.state == "disconnected"
+
+
 def test_service_down_then_up(qtbot, run, socket_dir, profiles, passwords):
     """Without a service the menu says how to start it and Connect is disabled; once it runs, Connect is enabled."""
     host = EngineHost(tun_factory=lambda mtu: None, routes_factory=lambda: None,
@@ -224,3 +248,18 @@ def test_connect_at_start(qtbot, run, service, profiles, passwords):
         qtbot.waitUntil(lambda: parts.controller.status.get("profile") == "work", timeout=5000)
     finally:
         parts.close()
+
+
+def test_unreadable_ca_file_of_a_profile_is_a_notification_not_a_crash(gui, passwords, profiles, tmp_path):
+    """The tray app reads the profile's CA file itself; a missing one is a 'Could not connect'
+    notice naming the file, and nothing reaches the service."""
+    missing = tmp_path / "gone.pem"
+    profiles.save(Profile(name="work", gateway="https://vpn.example.com:8443", username="alice",
+                          ca=str(missing)))
+    passwords.set("work", "alice", "pw")
+    instances = len(FakeEngine.instances)
+    assert gui.run(gui.controller.connect_profile("work")) is False
+    (note,) = [n for n in gui.notes if n[0] == "Could not connect"]
+    assert str(missing) in note[1] and note[2] == "error"
+    assert len(FakeEngine.instances) == instances
+    assert gui.enabled()["Connect work"]

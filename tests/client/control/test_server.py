@@ -5,7 +5,6 @@ an in-process gateway), driven by the real ControlClient."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import os
 import pathlib
@@ -18,87 +17,10 @@ import pytest
 
 from client.control import protocol as p
 from client.control.client import ControlClient
-from client.control.errors import ControlError, NotAllowed, ServiceUnavailable
-from client.control.host import EngineHost
-from client.control.server import ControlServer
-from client.dns import MemoryDns
-from client.routes import MemoryRoutes
-from client.tun import MemoryTun
+from client.control.errors import ControlError, ServiceUnavailable
 from tests.client.control.fakes import FakeEngine
-
-PASSWORD = "pa55-w0rd-never-logged"
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
-
-
-class Notes:
-    """Collects notifications; lets a test wait for one that matches."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, dict]] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, method: str, params: dict) -> None:
-        self.seen.append((method, params))
-        self._changed.set()
-
-    async def wait_for(self, method: str, match=lambda params: True, timeout: float = 10.0) -> dict:
-        async def look() -> dict:
-            start = 0
-            while True:
-                for m, params in self.seen[start:]:
-                    if m == method and match(params):
-                        return params
-                start = len(self.seen)
-                self._changed.clear()
-                await self._changed.wait()
-        return await asyncio.wait_for(look(), timeout)
-
-    def states(self) -> list[str]:
-        return [params["state"] for m, params in self.seen if m == "state"]
-
-
-class Service:
-    """A ControlServer with its EngineHost on a socket in ``folder``."""
-
-    def __init__(self, folder: pathlib.Path, *, engine_factory=FakeEngine, **host_kw) -> None:
-        self.path = folder / "control.sock"
-        self.routes = MemoryRoutes()
-        self.dns = MemoryDns()
-        self.host = EngineHost(tun_factory=lambda mtu: MemoryTun(mtu=mtu),
-                               routes_factory=lambda: self.routes, dns_factory=lambda: self.dns,
-                               engine_factory=engine_factory, sample_interval=0.05, **host_kw)
-        self.server = ControlServer(self.path, self.host)
-
-    async def __aenter__(self) -> "Service":
-        await self.server.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.server.close()
-
-    async def client(self) -> ControlClient:
-        return await ControlClient.open(self.path)
-
-    async def subscriber(self, **subscribe_kw) -> tuple[ControlClient, "Notes"]:
-        """A client subscribed to notifications, and what it has seen."""
-        client = await self.client()
-        notes = Notes()
-        await client.subscribe(notes, **subscribe_kw)
-        return client, notes
-
-
-async def raw_call(path: pathlib.Path, *requests: p.Request) -> list[p.Message]:
-    """Send raw requests on a fresh connection; return the answers in order."""
-    reader, writer = await asyncio.open_unix_connection(str(path))
-    answers = []
-    for request in requests:
-        writer.write(p.encode(request))
-        answers.append(p.parse((await reader.readline()).rstrip(b"\n")))
-    writer.close()
-    return answers
+from tests.client.control.rig import (PASSWORD, Gw, Notes, Service, as_nobody, raw_call,
+                                      real_service, run)
 
 
 def test_hello_and_status(tmp_path):
@@ -128,6 +50,40 @@ def test_version_mismatch_and_calls_before_hello(tmp_path):
                                              p.Request(2, "reboot", {}),
                                              p.Request(3, "connect", {"gateway": 5}))
             assert (unknown.code, bad.code) == (p.METHOD_NOT_FOUND, p.INVALID_PARAMS)
+    run(main())
+
+
+def test_connect_refuses_a_ca_path(tmp_path):
+    """connect with a CA file path (ca) gets -32602 asking for ca_pem, and no engine is started."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            engines = len(FakeEngine.instances)
+            _, answer = await raw_call(svc.path, p.Request(1, "hello", {"api": 1}), p.Request(
+                2, "connect", {"gateway": "https://gw.example", "username": "alice",
+                               "password": PASSWORD, "ca": "/etc/shadow"}))
+            assert isinstance(answer, p.ErrorResponse) and answer.code == p.INVALID_PARAMS
+            assert "ca_pem" in answer.message and "/etc/shadow" not in answer.message
+            assert len(FakeEngine.instances) == engines
+            assert svc.host.status()["state"] == "disconnected"
+    run(main())
+
+
+def test_connect_refuses_unreadable_ca_text_without_quoting_it(tmp_path):
+    """ca_pem that holds no certificate gets -32602 saying so, and the answer does not echo it."""
+    garbage = "-----BEGIN CERTIFICATE-----\nnot-base64-secret-words\n-----END CERTIFICATE-----\n"
+
+    async def main():
+        async with Service(tmp_path) as svc:
+            client = await svc.client()
+            for text in (garbage, "just some words", ""):
+                with pytest.raises(ControlError) as info:
+                    await client.call("connect", {"gateway": "https://gw.example", "username": "alice",
+                                                  "password": PASSWORD, "ca_pem": text})
+                assert info.value.code == p.INVALID_PARAMS
+                assert "CA certificate" in info.value.message
+                assert "secret-words" not in info.value.message and "some words" not in info.value.message
+            assert (await client.status())["state"] == "disconnected"
+            await client.close()
     run(main())
 
 
@@ -340,42 +296,6 @@ def test_root_is_allowed(tmp_path):
     run(main())
 
 
-def _as_nobody(path: pathlib.Path) -> str:
-    """Fork; the child drops to nobody and opens a ControlClient; returns what it got.
-
-    A forked child rather than a new interpreter: the interpreter may live
-    where nobody cannot read it (e.g. under /root), and SO_PEERCRED records
-    the uid at connect(), which happens after the switch either way.
-    """
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(rfd)
-        try:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-
-            async def attempt() -> str:
-                try:
-                    client = await ControlClient.open(path)
-                except NotAllowed as exc:
-                    return f"not-allowed {exc.code} {exc}"
-                except Exception as exc:
-                    return f"other {type(exc).__name__} {exc}"
-                await client.close()
-                return "allowed"
-            result = asyncio.run(attempt())
-        except BaseException as exc:
-            result = f"crash {exc!r}"
-        os.write(wfd, result.encode())
-        os._exit(0)
-    os.close(wfd)
-    os.waitpid(pid, 0)
-    with os.fdopen(rfd, "rb") as pipe:
-        return pipe.read().decode()
-
-
 def test_non_member_is_refused_by_peer_credentials():
     """A user outside the group (nobody) gets -32001 "not allowed" from the credential check."""
     if os.geteuid() != 0:
@@ -388,11 +308,11 @@ def test_non_member_is_refused_by_peer_credentials():
             async with Service(folder) as svc:
                 os.chmod(svc.path, 0o666)  # let nobody reach the credential check itself
                 loop = asyncio.get_running_loop()
-                got = await loop.run_in_executor(None, _as_nobody, svc.path)
+                got = await loop.run_in_executor(None, as_nobody, svc.path)
                 assert got.startswith(f"not-allowed {p.NOT_ALLOWED} not allowed: user nobody is not in "
                                       "group tunnelgate"), got
                 os.chmod(svc.path, 0o660)  # the normal mode: the file system refuses first
-                got = await loop.run_in_executor(None, _as_nobody, svc.path)
+                got = await loop.run_in_executor(None, as_nobody, svc.path)
                 assert got.startswith(f"not-allowed {p.NOT_ALLOWED} not allowed"), got
                 assert "usermod -aG tunnelgate" in got
         run(main())
@@ -401,33 +321,6 @@ def test_non_member_is_refused_by_peer_credentials():
 
 
 # -- the real Engine against an in-process gateway ---------------------------
-
-class Gw:
-    """An in-process gateway on loopback for the real Engine."""
-
-    def __init__(self, tmp_path: pathlib.Path) -> None:
-        from gateway_stub.config import load_config
-        from gateway_stub.server import Gateway
-        from tests.support import write_gateway
-        self.setup = write_gateway(tmp_path / "gw", listen="127.0.0.1:0", hosts=["127.0.0.1"],
-                                   allowed_networks=["10.77.0.0/24"])
-        self.gateway = Gateway(load_config(self.setup.config))
-        self.url = ""
-
-    async def __aenter__(self) -> "Gw":
-        (host, port), *_ = await self.gateway.start()
-        self.url = f"https://{host}:{port}"
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.gateway.close()
-
-
-def real_service(tmp_path: pathlib.Path) -> Service:
-    from client.engine import Engine
-    return Service(tmp_path, engine_factory=Engine,
-                   reflect_network=ipaddress.IPv4Network("127.0.0.0/30"))
-
 
 def test_real_engine_connects_and_restores(tmp_path):
     """The real Engine, hosted by the service, logs in, applies routes and DNS, and undoes them."""
