@@ -4,22 +4,20 @@ Theory of operation. The engine turns the pushed DNS config into a `DnsState`
 and calls `apply(state)`; `restore()` puts the host back. Like `routes`, every
 change is written to a journal (`client.journal`, fsynced) *before* it is
 made, and `DnsManager.recover(path)` at the next start undoes whatever a dead
-owner's journal lists.
+owner's journal lists. This module decides what to apply and what to undo;
+`client.resolver` does the talking to systemd-resolved and the resolver file.
 
-Two backends, chosen once when the manager is built (`backend`):
+Two backends, chosen once when the manager is built (`backend`, see
+`detect_backend`):
 
-"resolved"  systemd-resolved runs here. The pushed servers go on the TUN link
-            (`resolvectl dns IFACE ...`) and the domains as routing-only
-            domains (`resolvectl domain IFACE ~corp.example ...`), so only
-            names under those domains are sent to the tunnel's servers: true
-            split DNS. Undo is `resolvectl revert IFACE`; resolved also drops a
-            link's settings by itself when the TUN goes away. The journal item
-            only names the interface.
+"resolved"  The pushed servers go on the TUN link and the domains become
+            routing-only domains, so only names under those domains are sent
+            to the tunnel's servers: true split DNS. The journal item only
+            names the interface; undo reverts the link.
 
-"file"      Anything else. The resolver file is rewritten in place (it may be a
-            bind mount, where a rename onto it fails) so that the pushed
-            servers come first and the domains are added to `search`. The
-            journal holds the whole original text and the text we wrote;
+"file"      The resolver file is rewritten (`render_resolv_conf`) so that the
+            pushed servers come first and the domains are added to `search`.
+            The journal holds the whole original text and the text we wrote;
             restore writes the original back byte for byte, but only if the
             file still holds exactly what we wrote: if someone else (a DHCP
             client, the user) changed it meanwhile, their version is left
@@ -38,25 +36,20 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-import os
 import pathlib
 import re
 import subprocess
 import typing
 
+from client import resolver
 from client.errors import HostSetupError
 from client.journal import Journal
+from client.resolver import RESOLV_CONF, Runner, detect_backend, run_command
 
 __all__ = ["DnsState", "HostDns", "DnsManager", "MemoryDns", "Runner", "detect_backend", "render_resolv_conf"]
 
 log = logging.getLogger(__name__)
 
-Runner = typing.Callable[[list[str]], object]
-"""Runs one command; raises OSError or subprocess.CalledProcessError on failure."""
-
-RESOLV_CONF = pathlib.Path("/etc/resolv.conf")
-RESOLVED_RUN_DIR = pathlib.Path("/run/systemd/resolve")
-_RESOLVED_STUB = "127.0.0.53"
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -100,62 +93,6 @@ class HostDns(typing.Protocol):
     def restore(self) -> None: ...
 
 
-def run_command(argv: list[str]) -> None:
-    """The default `Runner`: run argv, raise CalledProcessError (with stderr) on failure."""
-    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=15)
-
-
-def detect_backend(resolv_conf: pathlib.Path = RESOLV_CONF, *, run: Runner = run_command,
-                   run_dir: pathlib.Path = RESOLVED_RUN_DIR) -> str:
-    """"resolved" when systemd-resolved is running and answers `resolvectl`, else "file".
-
-    Either sign of resolved (its runtime directory, or the resolver file pointing
-    at its stub 127.0.0.53) is enough, but `resolvectl status` must also work:
-    a stub address with no daemon behind it is better served by the file backend.
-    Inside a network namespace other than init's, resolved (which lives in init's)
-    cannot see our TUN and must not be told about it: "file".
-    """
-    if _in_other_netns():
-        return "file"
-    if not (run_dir.is_dir() or _points_at_stub(resolv_conf)):
-        return "file"
-    try:
-        run(["resolvectl", "status"])
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.info("systemd-resolved signs found but resolvectl fails (%s); using the resolver file", exc)
-        return "file"
-    return "resolved"
-
-
-def _in_other_netns() -> bool:
-    """Whether this process runs outside init's network namespace (as far as we can tell)."""
-    def ident(path: str | pathlib.Path) -> tuple[int, int] | None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino)
-
-    own = ident("/proc/self/ns/net")
-    if own is None:
-        return False  # cannot tell: trust the other signs
-    init = ident("/proc/1/ns/net")  # some sandboxes hide this even from root
-    if init is not None:
-        return own != init
-    try:  # a namespace made by `ip netns add` is bind-mounted under /run/netns
-        return any(ident(entry) == own for entry in pathlib.Path("/run/netns").iterdir())
-    except OSError:
-        return False
-
-
-def _points_at_stub(resolv_conf: pathlib.Path) -> bool:
-    try:
-        text = resolv_conf.read_text(errors="replace")
-    except OSError:
-        return False
-    return any(line.split()[:2] == ["nameserver", _RESOLVED_STUB] for line in text.splitlines())
-
-
 def render_resolv_conf(original: str, state: DnsState) -> str:
     """The resolver file with the pushed servers first and the domains first in `search`.
 
@@ -184,37 +121,6 @@ def render_resolv_conf(original: str, state: DnsState) -> str:
         lines.append(search)
     lines += [search if line is None else line for line in body if line is not None or search]
     return "\n".join(lines) + "\n"
-
-
-def _encode(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
-
-
-def _decode(data: bytes) -> str:
-    # surrogateescape keeps any non-UTF-8 byte, and JSON keeps the surrogates,
-    # so the original comes back byte for byte.
-    return data.decode("utf-8", "surrogateescape")
-
-
-def _read(path: pathlib.Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def _write_in_place(path: pathlib.Path, data: bytes) -> None:
-    """Overwrite the file's contents without replacing the file (it may be a bind mount)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.ftruncate(fd, len(data))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 class DnsManager:
     """Applies a `DnsState` through systemd-resolved or the resolver file, and undoes it."""
@@ -290,7 +196,9 @@ class DnsManager:
     def _still_ours(self) -> bool:
         """Whether what we applied is still in place, as far as we can see."""
         for item in self._items:
-            if item["kind"] == "file" and _read(pathlib.Path(item["path"])) != _encode(item["written"]):
+            if item["kind"] != "file":
+                continue
+            if resolver.read_bytes(pathlib.Path(item["path"])) != resolver.encode(item["written"]):
                 return False
         return bool(self._items)
 
@@ -306,33 +214,30 @@ class DnsManager:
                 self._journal.write(self._items)
         if not self._items:
             self._record({"kind": "resolved", "interface": state.interface})
-        self._run(["resolvectl", "dns", state.interface, *(str(s) for s in state.servers)] if state.servers
-                  else ["resolvectl", "dns", state.interface, ""])
-        self._run(["resolvectl", "domain", state.interface, *(f"~{d}" for d in state.search)] if state.search
-                  else ["resolvectl", "domain", state.interface, ""])
+        resolver.set_link(self._run, state.interface, state.servers, state.search)
         log.info("DNS for %s via systemd-resolved: servers %s, domains %s", state.interface,
                  ", ".join(map(str, state.servers)) or "-", ", ".join(state.search) or "-")
 
     def _apply_file(self, state: DnsState) -> None:
         path = self._resolv_conf
-        current = _read(path)
+        current = resolver.read_bytes(path)
         item = next((i for i in self._items if i["kind"] == "file"), None)
-        if item is not None and current != _encode(item["written"]):
+        if item is not None and current != resolver.encode(item["written"]):
             log.warning("%s was changed by someone else while the tunnel was up; applying on top of it", path)
             self._items.remove(item)
             item = None
         if item is None:
-            original = None if current is None else _decode(current)
+            original = None if current is None else resolver.decode(current)
             item = {"kind": "file", "path": str(path), "original": original, "written": None}
         else:
             original = item["original"]
         written = render_resolv_conf(original or "", state)
-        if _encode(written) == current:
+        if resolver.encode(written) == current:
             return
         item = {**item, "written": written}
         self._items = [i for i in self._items if i["kind"] != "file"] + [item]
         self._journal.write(self._items)  # write down first, then change
-        _write_in_place(path, _encode(written))
+        resolver.write_in_place(path, resolver.encode(written))
         log.info("DNS for %s in %s: servers %s, search %s", state.interface, path,
                  ", ".join(map(str, state.servers)) or "-", ", ".join(state.search) or "-")
 
@@ -340,26 +245,17 @@ class DnsManager:
 def _undo(item: dict, run: Runner) -> None:
     """Undo one journal item; raises on failure, returns quietly if nothing is left to undo."""
     if item["kind"] == "resolved":
-        iface = item["interface"]
-        try:
-            run(["resolvectl", "revert", iface])
-        except subprocess.CalledProcessError:
-            if not pathlib.Path("/sys/class/net", iface).exists():
-                # resolved drops a link's settings when the link goes away.
-                log.info("DNS settings of %s went with the interface", iface)
-                return
-            raise
-        log.info("reverted DNS settings of %s", iface)
+        resolver.revert_link(run, item["interface"])
         return
     path = pathlib.Path(item["path"])
-    current, original = _read(path), item["original"]
-    if item["written"] is not None and current == _encode(item["written"]):
+    current, original = resolver.read_bytes(path), item["original"]
+    if item["written"] is not None and current == resolver.encode(item["written"]):
         if original is None:
             path.unlink()
         else:
-            _write_in_place(path, _encode(original))
+            resolver.write_in_place(path, resolver.encode(original))
         log.info("restored the original %s", path)
-    elif current == (None if original is None else _encode(original)):
+    elif current == (None if original is None else resolver.encode(original)):
         log.info("%s already holds its original content", path)  # died before writing
     else:
         log.warning("%s was changed by someone else since tunnelgate wrote it; leaving their version", path)

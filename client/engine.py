@@ -4,12 +4,15 @@ Theory of operation: ``Engine.run`` walks the state table -- connecting,
 authenticating, configuring, connected, disconnecting -- and reports every
 transition. Configuring creates the TUN, asks the ``RouteManager`` to put the
 pushed address and routes in place (it journals before it changes anything),
-binds the reflection listener, puts the in-kernel TCP fast path on the TUN
-when it can (``tcp_fast_path``; one warning line and the pure-Python path
-when it cannot) and starts reading the TUN. While connected,
-a PING every ``keepalive`` seconds proves the gateway alive; a session that
-ends, a dead peer or a stop request all lead through the same ``finally``
-that undoes every host change.
+applies the pushed DNS, binds the reflection listener, puts the in-kernel TCP
+fast path on the TUN when it can (``tcp_fast_path``; one warning line and the
+pure-Python path when it cannot) and hands all that to a ``Datapath``
+(``client.datapath``), which carries the packets from then on and counts them
+(``Engine.stats``; ``Stats`` is importable from here). While connected, a PING
+every ``keepalive`` seconds proves the gateway alive; a lost session is resumed
+on a new TLS connection while the TUN, routes and DNS stay in place. A session
+that ends for good, a dead peer or a stop request all lead through the same
+teardown, which stops the datapath and undoes every host change.
 """
 
 from __future__ import annotations
@@ -20,22 +23,17 @@ import ipaddress
 import logging
 import socket
 import threading
-import time
 import typing
 
 from client.bpf.offload import offload_enabled
+from client.datapath import Datapath, Stats
 from client.dns import DnsState, HostDns
 from client.errors import ClientError, HostSetupError, LoginFailed, SessionLost, TrustError
-from client.reflector import Reflector
 from client.prompter import Prompter
 from client.routes import HostRoutes, HostState
 from client.session import GatewayAddress, GatewaySession, open_session
 from client.states import State, check_transition
-from client.icmp_echo import IcmpEcho
-from client.icmp_path import IcmpPath
-from client.tcp_path import LISTEN_BACKLOG, TcpPath
-from client.udp_flows import UdpFlows
-from client.udp_path import UdpPath
+from client.tcp_path import LISTEN_BACKLOG
 from client.trust import Trust
 from client.tun import TunDevice
 
@@ -65,28 +63,6 @@ class EngineOptions:
     tcp_fast_path: bool = dataclasses.field(default_factory=offload_enabled)
     """Rewrite established TCP flows in the kernel (eBPF on the TUN) instead of in Python.
     Defaults to on unless ``$TUNNELGATE_BPF=0``; falls back to Python where BPF is unavailable."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Stats:
-    """Counters for status displays."""
-
-    bytes_in: int
-    """Bytes received from the gateway (TLS payload)."""
-    bytes_out: int
-    """Bytes sent to the gateway."""
-    open_flows: int
-    """TCP flows with a stream."""
-    flows_refused: int
-    """TCP flows the gateway refused."""
-    fast_path: bool = False
-    """The in-kernel TCP fast path is on."""
-    flows_offloaded: int = 0
-    """TCP flows handed to the fast path so far."""
-    packets_offloaded: int = 0
-    """TCP packets the kernel rewrote (fast path)."""
-    packets_reflected: int = 0
-    """TCP packets rewritten in Python."""
 
 
 def off_loop(fn: typing.Callable, *args: object) -> object:
@@ -132,12 +108,8 @@ class Engine:
         self.state = State.DISCONNECTED
         self.session: GatewaySession | None = None
         self._tun: TunDevice | None = None
-        self._tcp: TcpPath | None = None
-        self._udp: UdpPath | None = None
-        self._icmp: IcmpPath | None = None
         self._fast_path: typing.Any = None
-        self.dropped_not_ipv4 = 0
-        self._ticker: asyncio.Task | None = None
+        self._datapath: Datapath | None = None
 
     def _set(self, state: State, detail: str = "") -> None:
         check_transition(self.state, state)
@@ -149,20 +121,10 @@ class Engine:
     def stats(self) -> Stats:
         """A snapshot of the counters."""
         link = self.session.link if self.session else None
-        tcp = self._tcp.reflector.stats if self._tcp else None
-        kernel_packets = 0
-        if self._fast_path is not None:
-            try:
-                kernel_packets = self._fast_path.counters()[0]
-            except OSError:
-                pass
+        if self._datapath is not None:
+            return self._datapath.stats(link)
         return Stats(bytes_in=link.bytes_in if link else 0, bytes_out=link.bytes_out if link else 0,
-                     open_flows=self._tcp.open_flows if self._tcp else 0,
-                     flows_refused=self._tcp.flows_refused if self._tcp else 0,
-                     fast_path=self._fast_path is not None,
-                     flows_offloaded=tcp.flows_offloaded if tcp else 0,
-                     packets_offloaded=kernel_packets,
-                     packets_reflected=tcp.reflected if tcp else 0)
+                     open_flows=0, flows_refused=0)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, stay connected until ``stop`` is set, then restore the host.
@@ -255,14 +217,9 @@ class Engine:
             listener.close()
             raise HostSetupError(f"cannot bind the reflection listener on {listen_addr}: {exc}") from None
         self._fast_path = self._start_fast_path() if self.options.tcp_fast_path else None
-        reflector = Reflector(tun_address=listen_addr, fake_address=fake_addr,
-                              listener_port=listener.getsockname()[1], offload=self._fast_path)
-        self._tcp = TcpPath(session, reflector, listener, self._tun.write)
-        self._udp = UdpPath(session, UdpFlows(), self._tun.write)
-        self._icmp = IcmpPath(session, IcmpEcho(), self._tun.write)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self._tun.fileno(), self._on_tun)
-        self._ticker = loop.create_task(self._tick())
+        self._datapath = Datapath(session, self._tun, listener, tun_address=listen_addr,
+                                  fake_address=fake_addr, fast_path=self._fast_path)
+        self._datapath.start()
 
     def _start_fast_path(self) -> typing.Any:
         """The TUN's in-kernel TCP fast path, or None (logged once) when it is unavailable."""
@@ -278,34 +235,6 @@ class Engine:
     def _gateway_ip(session: GatewaySession) -> ipaddress.IPv4Address:
         peer = session.link.remote_address
         return ipaddress.IPv4Address(peer[0]) if peer else ipaddress.IPv4Address("0.0.0.0")
-
-    def _on_tun(self) -> None:
-        tun, tcp, udp, icmp = self._tun, self._tcp, self._udp, self._icmp
-        now = time.monotonic()
-        for _ in range(512):
-            packet = tun.read()
-            if packet is None:
-                break
-            if len(packet) < 20 or packet[0] >> 4 != 4:
-                self.dropped_not_ipv4 += 1
-                continue
-            protocol = packet[9]
-            if protocol == 6:
-                tcp.on_packet(packet, now)
-            elif protocol == 17:
-                udp.on_packet(packet, now)
-            elif protocol == 1:
-                icmp.on_packet(packet, now)
-        tcp.after_batch()
-        udp.after_batch()
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(5.0)
-            now = time.monotonic()
-            for path in (self._tcp, self._udp, self._icmp):
-                if path is not None:
-                    path.expire(now)
 
     async def _stay_connected(self, stop: asyncio.Event) -> None:
         link = self.session.link
@@ -366,23 +295,9 @@ class Engine:
 
     def _teardown(self) -> None:
         """Undo everything; never raises (failures are logged)."""
-        loop = asyncio.get_event_loop()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
-        if self._tun is not None:
-            try:
-                loop.remove_reader(self._tun.fileno())
-            except (ValueError, OSError):
-                pass
-        if self._tcp is not None:
-            stats = self.stats
-            log.info("TCP: %d flows offloaded to the kernel, %d packets rewritten there, %d in Python",
-                     stats.flows_offloaded, stats.packets_offloaded, stats.packets_reflected)
-        for path in (self._tcp, self._udp, self._icmp):
-            if path is not None:
-                path.close()
-        self._tcp = self._udp = self._icmp = None
+        if self._datapath is not None:
+            self._datapath.close()
+            self._datapath = None
         if self.session is not None and self.session.link.is_open:
             self.session.link.close("disconnecting")
         if self._dns is not None:

@@ -1,0 +1,141 @@
+"""The data plane of a connected tunnel: TUN packets to the TCP, UDP and ICMP paths.
+
+Theory of operation. Once the host is configured, the engine hands the TUN,
+the bound reflection listener and the in-kernel TCP fast path (or None) to a
+``Datapath``, which builds one path per protocol over the gateway session: TCP
+through the reflector, UDP through the flow table, ICMP echo. ``start()``
+watches the TUN on the event loop. Each time it is readable, up to 512 packets
+are read and handed by IP protocol to their path with one ``now`` for the
+batch; anything that is not IPv4 is counted and dropped. After the batch the
+TCP path opens streams for the SYNs it saw and the UDP path sends what it
+gathered. A ticker lets every path expire idle flows every five seconds.
+``stats()`` is the snapshot for status displays. ``close()`` stops reading and
+closes the paths; the TUN and the fast path stay the engine's, which closes
+them once the host is restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import socket
+import time
+import typing
+
+from client.icmp_echo import IcmpEcho
+from client.icmp_path import IcmpPath
+from client.reflector import Reflector
+from client.session import GatewaySession
+from client.tcp_path import TcpPath
+from client.tun import TunDevice
+from client.udp_flows import UdpFlows
+from client.udp_path import UdpPath
+from client.wire.link import Link
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """Counters for status displays."""
+
+    bytes_in: int
+    """Bytes received from the gateway (TLS payload)."""
+    bytes_out: int
+    """Bytes sent to the gateway."""
+    open_flows: int
+    """TCP flows with a stream."""
+    flows_refused: int
+    """TCP flows the gateway refused."""
+    fast_path: bool = False
+    """The in-kernel TCP fast path is on."""
+    flows_offloaded: int = 0
+    """TCP flows handed to the fast path so far."""
+    packets_offloaded: int = 0
+    """TCP packets the kernel rewrote (fast path)."""
+    packets_reflected: int = 0
+    """TCP packets rewritten in Python."""
+
+
+class Datapath:
+    """Moves packets between the TUN and the gateway session while connected."""
+
+    def __init__(self, session: GatewaySession, tun: TunDevice, listener: socket.socket, *,
+                 tun_address: ipaddress.IPv4Address, fake_address: ipaddress.IPv4Address,
+                 fast_path: typing.Any = None) -> None:
+        self._tun = tun
+        self._fast_path = fast_path
+        reflector = Reflector(tun_address=tun_address, fake_address=fake_address,
+                              listener_port=listener.getsockname()[1], offload=fast_path)
+        self._tcp = TcpPath(session, reflector, listener, tun.write)
+        self._udp = UdpPath(session, UdpFlows(), tun.write)
+        self._icmp = IcmpPath(session, IcmpEcho(), tun.write)
+        self.dropped_not_ipv4 = 0
+        """Packets read from the TUN that were not IPv4."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start reading the TUN and expiring flows, on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._tun.fileno(), self._on_tun)
+        self._ticker = self._loop.create_task(self._tick())
+
+    def stats(self, link: Link | None) -> Stats:
+        """A snapshot of the counters; the byte counts are ``link``'s (zero without one)."""
+        tcp = self._tcp.reflector.stats
+        kernel_packets = 0
+        if self._fast_path is not None:
+            try:
+                kernel_packets = self._fast_path.counters()[0]
+            except OSError:
+                pass
+        return Stats(bytes_in=link.bytes_in if link else 0, bytes_out=link.bytes_out if link else 0,
+                     open_flows=self._tcp.open_flows, flows_refused=self._tcp.flows_refused,
+                     fast_path=self._fast_path is not None, flows_offloaded=tcp.flows_offloaded,
+                     packets_offloaded=kernel_packets, packets_reflected=tcp.reflected)
+
+    def close(self) -> None:
+        """Stop reading the TUN and close every path; the TUN itself stays open."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        if self._loop is not None:
+            try:
+                self._loop.remove_reader(self._tun.fileno())
+            except (ValueError, OSError):
+                pass
+        stats = self.stats(None)
+        log.info("TCP: %d flows offloaded to the kernel, %d packets rewritten there, %d in Python",
+                 stats.flows_offloaded, stats.packets_offloaded, stats.packets_reflected)
+        for path in (self._tcp, self._udp, self._icmp):
+            path.close()
+
+    def _on_tun(self) -> None:
+        tun, tcp, udp, icmp = self._tun, self._tcp, self._udp, self._icmp
+        now = time.monotonic()
+        for _ in range(512):
+            packet = tun.read()
+            if packet is None:
+                break
+            if len(packet) < 20 or packet[0] >> 4 != 4:
+                self.dropped_not_ipv4 += 1
+                continue
+            protocol = packet[9]
+            if protocol == 6:
+                tcp.on_packet(packet, now)
+            elif protocol == 17:
+                udp.on_packet(packet, now)
+            elif protocol == 1:
+                icmp.on_packet(packet, now)
+        tcp.after_batch()
+        udp.after_batch()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            now = time.monotonic()
+            for path in (self._tcp, self._udp, self._icmp):
+                path.expire(now)
