@@ -1,7 +1,7 @@
 """The data plane of a connected tunnel: TUN packets to the TCP, UDP and ICMP paths.
 
 Theory of operation. Once the host is configured, the engine hands the TUN,
-the bound reflection listener and the in-kernel TCP fast path (or None) to a
+the bound reflection listeners and the in-kernel TCP fast path (or None) to a
 ``Datapath``, which builds one path per protocol over the gateway session: TCP
 through the reflector, UDP through the flow table, ICMP echo. ``start()``
 watches the TUN on the event loop. Each time it is readable, up to 512 packets
@@ -62,14 +62,16 @@ class Stats:
 class Datapath:
     """Moves packets between the TUN and the gateway session while connected."""
 
-    def __init__(self, session: GatewaySession, tun: TunDevice, listener: socket.socket, *,
+    def __init__(self, session: GatewaySession, tun: TunDevice,
+                 listeners: typing.Sequence[socket.socket], *,
                  tun_address: ipaddress.IPv4Address, fake_address: ipaddress.IPv4Address,
                  fast_path: typing.Any = None) -> None:
         self._tun = tun
         self._fast_path = fast_path
         reflector = Reflector(tun_address=tun_address, fake_address=fake_address,
-                              listener_port=listener.getsockname()[1], offload=fast_path)
-        self._tcp = TcpPath(session, reflector, listener, tun.write)
+                              listener_port=[listener.getsockname()[1] for listener in listeners],
+                              offload=fast_path)
+        self._tcp = TcpPath(session, reflector, listeners, tun.write)
         self._udp = UdpPath(session, UdpFlows(), tun.write)
         self._icmp = IcmpPath(session, IcmpEcho(), tun.write)
         self.dropped_not_ipv4 = 0

@@ -4,7 +4,7 @@ Theory of operation: ``Engine.run`` walks the state table -- connecting,
 authenticating, configuring, connected, disconnecting -- and reports every
 transition. Configuring creates the TUN, asks the ``RouteManager`` to put the
 pushed address and routes in place (it journals before it changes anything),
-applies the pushed DNS, binds the reflection listener, puts the in-kernel TCP
+applies the pushed DNS, binds the reflection listeners, puts the in-kernel TCP
 fast path on the TUN when it can (``tcp_fast_path``; one warning line and the
 pure-Python path when it cannot) and hands all that to a ``Datapath``
 (``client.datapath``), which carries the packets from then on and counts them
@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
-import socket
 import threading
 import typing
 
@@ -33,7 +32,7 @@ from client.prompter import Prompter
 from client.routes import HostRoutes, HostState
 from client.session import GatewayAddress, GatewaySession, open_session
 from client.states import State, check_transition
-from client.tcp_path import LISTEN_BACKLOG
+from client.tcp_path import bind_listeners
 from client.trust import Trust
 from client.tun import TunDevice
 
@@ -209,15 +208,12 @@ class Engine:
                                                    servers=cfg.dns_servers, search=cfg.dns_search))
             except (OSError, ValueError) as exc:
                 raise HostSetupError(f"cannot configure DNS: {exc}") from None
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            listener.bind((str(listen_addr), 0))
-            listener.listen(LISTEN_BACKLOG)
+            listeners = bind_listeners(str(listen_addr))
         except OSError as exc:
-            listener.close()
-            raise HostSetupError(f"cannot bind the reflection listener on {listen_addr}: {exc}") from None
+            raise HostSetupError(f"cannot bind the reflection listeners on {listen_addr}: {exc}") from None
         self._fast_path = self._start_fast_path() if self.options.tcp_fast_path else None
-        self._datapath = Datapath(session, self._tun, listener, tun_address=listen_addr,
+        self._datapath = Datapath(session, self._tun, listeners, tun_address=listen_addr,
                                   fake_address=fake_addr, fast_path=self._fast_path)
         self._datapath.start()
 

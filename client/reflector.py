@@ -12,6 +12,12 @@ used as a fake source (the kernel routes packets for ``N`` back out of the TUN).
 * Return leg: a segment from L:lp (the listener answering) to N:np is rewritten
   to D:dport -> A:sport, so the app sees the server answering.
 * The listener's ``accept()`` yields peer N:np; ``lookup(np)`` gives A:sport and D:dport.
+* Several listeners (ports lp0, lp1, ...) multiply the four-tuples N:np -> L:lp
+  available. Our local socket closes first (it stands in for the server), so
+  each connection leaves its four-tuple in TIME_WAIT for 60 s and the NAT slot
+  lingers as long; with one listener that caps sustained new connections near
+  900/s. A flow's NAT *slot* is ``np + 65536 * i`` for listener ``lpi``: the
+  ``nat_port`` of the API (equal to np with a single listener).
 
 A flow starts only with a bare SYN. That SYN is *held* and a ``FlowRequested``
 event asks the engine to open a stream to D:dport through the gateway: on
@@ -36,10 +42,12 @@ cannot handle) is still rewritten here exactly as without the fast path.
 
 from __future__ import annotations
 
+import collections
 import enum
 import ipaddress
 import logging
 import struct
+import typing
 
 from client import packet as pk
 from client.reflector_types import (  # noqa: F401 - the reflector's public types live there
@@ -100,28 +108,35 @@ class Reflector:
     """The NAT table and reflection state machine for TCP over IPv4."""
 
     def __init__(self, *, tun_address: ipaddress.IPv4Address, fake_address: ipaddress.IPv4Address,
-                 listener_port: int, first_port: int = 10000, last_port: int = 65535,
-                 idle_timeout: float = 7440.0, linger: float = 60.0, pending_timeout: float = 30.0,
-                 offload: FlowOffload | None = None) -> None:
+                 listener_port: int | typing.Sequence[int], first_port: int = 10000,
+                 last_port: int = 65535, idle_timeout: float = 7440.0, linger: float = 60.0,
+                 pending_timeout: float = 30.0, offload: FlowOffload | None = None) -> None:
+        listeners = (listener_port,) if isinstance(listener_port, int) else tuple(listener_port)
         if tun_address == fake_address:
             raise ValueError("the fake source address must differ from the TUN's address")
-        if not 0 < listener_port <= 0xFFFF:
-            raise ValueError(f"listener port {listener_port} out of range")
+        if not listeners or len(set(listeners)) != len(listeners):
+            raise ValueError(f"listener ports {listeners} must be one or more distinct ports")
+        for port in listeners:
+            if not 0 < port <= 0xFFFF:
+                raise ValueError(f"listener port {port} out of range")
         if not 0 < first_port <= last_port <= 0xFFFF:
             raise ValueError(f"NAT port range {first_port}..{last_port} is invalid")
         self._local = int(tun_address)
         self._fake = int(fake_address)
         self._local_bytes = tun_address.packed
         self._fake_bytes = fake_address.packed
-        self._listener_port = listener_port
+        self._listeners = listeners
+        self._listener_index = {port: i for i, port in enumerate(listeners)}
         self._first_port = first_port
         self._last_port = last_port
-        self._next_port = first_port
+        self._next_slot = first_port
         self._idle_timeout = idle_timeout
         self._linger = linger
         self._pending_timeout = pending_timeout
         self._by_key: dict[tuple[int, int, int, int], _Flow] = {}
-        self._by_port: dict[int, _Flow] = {}
+        self._by_port: dict[int, _Flow] = {}                 # every flow, by NAT slot
+        self._live: dict[int, _Flow] = {}                    # the pending and established ones
+        self._lingering: collections.deque[_Flow] = collections.deque()   # released, oldest first
         self._events: list[FlowRequested] = []
         self._flows_total = 0
         self._malformed = 0
@@ -173,8 +188,9 @@ class Reflector:
             self._malformed += 1
             return None
 
-        if src == self._local and sport == self._listener_port:     # return leg
-            flow = self._by_port.get(dport)
+        index = self._listener_index.get(sport) if src == self._local else None
+        if index is not None:                                        # return leg
+            flow = self._by_port.get(dport + (index << 16))
             if flow is None or dst != self._fake or flow.state is _State.PENDING or flow.orphaned:
                 self._unknown += 1
                 return None
@@ -257,21 +273,30 @@ class Reflector:
         flow.state = _State.RELEASED
         flow.syn = None
         flow.released_at = now
+        if self._live.pop(nat_port, None) is flow:
+            self._lingering.append(flow)
 
     def expire(self, now: float) -> list[int]:
         """Drop pending flows at or past ``pending_timeout`` since their SYN, released flows
         at or past ``linger`` since release, and established flows idle at or past
         ``idle_timeout`` (never offloaded ones: their traffic is not seen here, and they
-        end through ``release``); return their NAT ports."""
+        end through ``release``); return their NAT ports.
+
+        Released flows, most of the table under load, are not scanned: they wait in
+        release order (``now`` never goes backwards) and only the due ones are looked at.
+        """
         expired = []
-        for flow in list(self._by_port.values()):
-            state = flow.state
-            if state is _State.ESTABLISHED:
+        lingering, by_port = self._lingering, self._by_port
+        while lingering and now - lingering[0].released_at >= self._linger:
+            flow = lingering.popleft()
+            if by_port.get(flow.info.nat_port) is flow:
+                self._forget(flow)
+                expired.append(flow.info.nat_port)
+        for flow in list(self._live.values()):
+            if flow.state is _State.ESTABLISHED:
                 gone = not flow.offloaded and now - flow.last_seen >= self._idle_timeout
-            elif state is _State.PENDING:
-                gone = now - flow.created >= self._pending_timeout
             else:
-                gone = now - flow.released_at >= self._linger
+                gone = now - flow.created >= self._pending_timeout
             if gone:
                 self._forget(flow)
                 expired.append(flow.info.nat_port)
@@ -289,15 +314,17 @@ class Reflector:
 
     # -- the table --------------------------------------------------------------------------
     def _new_flow(self, packet, src: int, dst: int, sport: int, dport: int, now: float) -> None:
-        nat_port = self._allocate_port()
+        nat_port = self._allocate_slot()
         if nat_port is None:
             self._exhausted += 1
             log.debug("NAT port space exhausted; SYN dropped")
             return
+        index, port = divmod(nat_port, 65536)
+        listener = self._listeners[index]
         src_b, dst_b = src.to_bytes(4, "big"), dst.to_bytes(4, "big")
         app_side = pk.four_tuple(src_b, dst_b, sport, dport)
-        kernel_in = pk.four_tuple(self._fake_bytes, self._local_bytes, nat_port, self._listener_port)
-        kernel_out = pk.four_tuple(self._local_bytes, self._fake_bytes, self._listener_port, nat_port)
+        kernel_in = pk.four_tuple(self._fake_bytes, self._local_bytes, port, listener)
+        kernel_out = pk.four_tuple(self._local_bytes, self._fake_bytes, listener, port)
         app_in = pk.four_tuple(dst_b, src_b, dport, sport)
         info = FlowInfo(nat_port=nat_port, client=_endpoint(src, sport), target=_endpoint(dst, dport))
         key = (src, dst, sport, dport)
@@ -305,6 +332,7 @@ class Reflector:
                      pk.Rewrite.between(kernel_out, app_in), bytes(packet), now, (app_side, kernel_out))
         self._by_key[key] = flow
         self._by_port[nat_port] = flow
+        self._live[nat_port] = flow
         self._flows_total += 1
         self._events.append(FlowRequested(nat_port=nat_port, client=info.client, target=info.target))
 
@@ -322,7 +350,10 @@ class Reflector:
 
     def _forget(self, flow: _Flow) -> None:
         self._orphan(flow)
-        self._by_port.pop(flow.info.nat_port, None)
+        slot = flow.info.nat_port
+        self._by_port.pop(slot, None)
+        if self._live.get(slot) is flow:
+            del self._live[slot]
 
     def _orphan(self, flow: _Flow) -> None:
         """Give up the flow's four-tuple: fast-path entries and the key go (before they can
@@ -337,12 +368,19 @@ class Reflector:
         if self._by_key.get(flow.key) is flow:
             del self._by_key[flow.key]
 
-    def _allocate_port(self) -> int | None:
+    def _allocate_slot(self) -> int | None:
+        """The next free NAT slot, round-robin over every port of every listener."""
         first, last = self._first_port, self._last_port
-        if len(self._by_port) > last - first:
+        if len(self._by_port) >= (last - first + 1) * len(self._listeners):
             return None
-        port = self._next_port
-        while port in self._by_port:
-            port = first if port >= last else port + 1
-        self._next_port = first if port >= last else port + 1
-        return port
+        slot, by_port = self._next_slot, self._by_port
+        while slot in by_port:
+            slot = self._after(slot)
+        self._next_slot = self._after(slot)
+        return slot
+
+    def _after(self, slot: int) -> int:
+        index, port = divmod(slot, 65536)
+        if port < self._last_port:
+            return slot + 1
+        return ((index + 1) % len(self._listeners)) * 65536 + self._first_port

@@ -30,7 +30,7 @@ class Endpoint:
 class FlowInfo:
     """What the NAT table knows about one flow."""
 
-    nat_port: int       #: the port N uses towards the listener (the accepted socket's peer port)
+    nat_port: int       #: the flow's NAT slot: N's port, + 65536 x the listener's index (see Reflector)
     client: Endpoint    #: the app's end, A:sport
     target: Endpoint    #: where the app connects, D:dport
 
