@@ -9,12 +9,30 @@ Qt so it can be checked on its own; ``state_icon`` loads the matching SVG.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 from pathlib import Path
 
 from PySide6.QtGui import QIcon
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "icons"
-"""Where the SVG files live (``resources/icons`` of the checkout)."""
+CHECKOUT = Path(__file__).resolve().parent.parent / "resources" / "icons"
+"""Where the SVG files live in a checkout (``resources/icons``)."""
+
+
+def _installed() -> Path | None:
+    """The icons an installed wheel put under its prefix (``share/tunnelgate/icons``)."""
+    try:
+        files = importlib.metadata.files("tunnelgate") or ()
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == "tunnelgate.svg" and file.parent.name == "icons" \
+                and file.parent.parent.name == "tunnelgate":
+            return Path(str(file.locate())).resolve().parent
+    return None
+
+
+RESOURCES = CHECKOUT if CHECKOUT.is_dir() else (_installed() or CHECKOUT)
+"""Where the SVG files are: the checkout's, else the installed ones."""
 
 KINDS = ("disconnected", "connecting", "connected", "error")
 """The four looks of the tray icon."""
@@ -37,10 +55,10 @@ def icon_kind(state: str) -> str:
 
 
 def icon_path(kind: str) -> Path:
-    """The SVG file of one look (or ``app``)."""
+    """The SVG file of one look (or ``app``, the application's own icon)."""
     if kind not in KINDS and kind != "app":
         raise ValueError(f"no icon named {kind!r}")
-    return RESOURCES / f"{kind}.svg"
+    return RESOURCES / ("tunnelgate.svg" if kind == "app" else f"{kind}.svg")
 
 
 @functools.cache
