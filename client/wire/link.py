@@ -20,6 +20,14 @@ from client.wire import mux as m
 
 log = logging.getLogger(__name__)
 
+#: While one loop turn queues many frames (a big batch of flows), what is ready
+#: goes to the peer every this many queued operations, not only at the end of
+#: the turn: the peer starts on the first part while we finish the rest, so the
+#: two ends work at the same time instead of taking turns. Measured with wrk
+#: (64 connections, Connection: close): about +10 % requests/s at the same CPU
+#: per request; every 4 operations costs more CPU than it gains.
+EAGER_FLUSH = 16
+
 
 class StreamHandler(typing.Protocol):
     """What a stream's owner receives from the link."""
@@ -101,6 +109,7 @@ class Link(asyncio.Protocol):
         self._pings: dict[bytes, asyncio.Future[None]] = {}
         self._transport: asyncio.Transport | None = None
         self._flush_scheduled = False
+        self._marks = 0
         self._loop = asyncio.get_event_loop()
         self.closed: asyncio.Future[str] = self._loop.create_future()
         self.bytes_in = 0
@@ -288,10 +297,19 @@ class Link(asyncio.Protocol):
     def _mark(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
+            self._marks = 0
             self._loop.call_soon(self._flush)
+        else:
+            self._marks += 1
+            if self._marks >= EAGER_FLUSH:
+                self._marks = 0
+                self._write_out()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._write_out()
+
+    def _write_out(self) -> None:
         data = self.mux.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self.bytes_out += len(data)
