@@ -8,7 +8,9 @@ real client through the real gateway and measures the same things again:
 * TCP throughput, 1 and 4 streams, each way (iperf3);
 * connect + request + close latency of short HTTP connections (median, p99);
 * short-connection requests per second (wrk with ``Connection: close``
-  against nginx);
+  against nginx), with 16 and with 64 connections at once (the direct path
+  is saturated by 16 already; the tunnel, whose two ends hand work to each
+  other, needs more in flight to keep both busy);
 * UDP at a fixed offered rate (iperf3 -u): achieved rate and loss;
 * the client's peak RSS, and the CPU time the client and the gateway spend
   per short connection (during the requests-per-second run).
@@ -115,6 +117,7 @@ def measure(lab, args, script: pathlib.Path, pids: dict[str, int] | None = None)
         requests = res["rps"] * args.seconds
         if requests:
             res[f"cpu_us_{name}"] = (cpu_seconds(pid) - before[name]) / requests * 1e6
+    res["rps_many"] = rps(lab, args.seconds, args.many_connections)
     return res
 
 
@@ -160,18 +163,20 @@ ROWS = [
     ("udp_loss_pct", "UDP loss (%)", False),
     ("latency_p50_ms", "connect+request p50 (ms)", False),
     ("latency_p99_ms", "connect+request p99 (ms)", False),
-    ("rps", "short connections (req/s)", True),
+    ("rps", "short conns, {c} at once (req/s)", True),
+    ("rps_many", "short conns, {many} at once (req/s)", True),
     ("cpu_us_client", "client CPU per short conn (us)", False),
     ("cpu_us_gateway", "gateway CPU per short conn (us)", False),
 ]
 
 
-def report(direct: dict, tunnels: dict[int, dict], rss: dict[int, float]) -> str:
+def report(direct: dict, tunnels: dict[int, dict], rss: dict[int, float], args) -> str:
     names = list(tunnels)
     head = f"{'metric':32} {'direct':>10}" + "".join(
         f" {'tunnel mtu ' + str(m):>16} {'ratio':>7}" for m in names)
     lines = [head, "-" * len(head)]
     for key, label, _ in ROWS:
+        label = label.format(c=args.connections, many=args.many_connections)
         base = direct.get(key)
         line = f"{label:32} " + (f"{base:10.2f}" if base is not None else f"{'-':>10}")
         for m in names:
@@ -191,7 +196,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=5, help="duration of each throughput run")
     parser.add_argument("--requests", type=int, default=300, help="sequential requests for latency")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--connections", type=int, default=16,
+                        help="wrk connections for short connections/s (and CPU per connection)")
+    parser.add_argument("--many-connections", type=int, default=64,
+                        help="wrk connections for a second short connections/s run")
     parser.add_argument("--udp-rate", default="300M", help="offered UDP rate for iperf3 -u -b")
     parser.add_argument("--mtu", type=int, default=65000, help="TUN MTU pushed by the gateway")
     parser.add_argument("--compare-mtu", type=int, action="append", default=[],
@@ -221,7 +229,7 @@ def main() -> int:
             rss[mtu] = peak_rss_mib(client.proc.pid)
             client.stop()
             tunnel.stop_gateway()
-    table = report(direct, tunnels, rss)
+    table = report(direct, tunnels, rss, args)
     print(table)
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
