@@ -80,12 +80,12 @@ class _State(enum.Enum):
 
 
 class _Flow:
-    __slots__ = ("info", "key", "forward", "back", "state", "syn", "created", "last_seen", "released_at",
+    __slots__ = ("slot", "key", "forward", "back", "state", "syn", "created", "last_seen", "released_at",
                  "keys", "offloaded", "isn", "orphaned")
 
-    def __init__(self, info: FlowInfo, key: tuple, forward: pk.Rewrite, back: pk.Rewrite,
+    def __init__(self, slot: int, key: tuple, forward: pk.Rewrite, back: pk.Rewrite,
                  syn: bytes, now: float, keys: tuple[bytes, bytes]) -> None:
-        self.info = info
+        self.slot = slot            # the NAT slot; key is (A, D, sport, dport) as ints
         self.key = key
         self.forward = forward
         self.back = back
@@ -262,7 +262,10 @@ class Reflector:
     def lookup(self, nat_port: int) -> FlowInfo | None:
         """The flow behind a NAT port (the accepted socket's peer port), or None."""
         flow = self._by_port.get(nat_port)
-        return None if flow is None else flow.info
+        if flow is None:
+            return None
+        src, dst, sport, dport = flow.key
+        return FlowInfo(nat_port=nat_port, client=_endpoint(src, sport), target=_endpoint(dst, dport))
 
     def release(self, nat_port: int, now: float) -> None:
         """The local socket for this flow closed; keep the mapping ``linger`` seconds for the
@@ -289,9 +292,9 @@ class Reflector:
         lingering, by_port = self._lingering, self._by_port
         while lingering and now - lingering[0].released_at >= self._linger:
             flow = lingering.popleft()
-            if by_port.get(flow.info.nat_port) is flow:
+            if by_port.get(flow.slot) is flow:
                 self._forget(flow)
-                expired.append(flow.info.nat_port)
+                expired.append(flow.slot)
         for flow in list(self._live.values()):
             if flow.state is _State.ESTABLISHED:
                 gone = not flow.offloaded and now - flow.last_seen >= self._idle_timeout
@@ -299,7 +302,7 @@ class Reflector:
                 gone = now - flow.created >= self._pending_timeout
             if gone:
                 self._forget(flow)
-                expired.append(flow.info.nat_port)
+                expired.append(flow.slot)
         return expired
 
     @property
@@ -326,15 +329,15 @@ class Reflector:
         kernel_in = pk.four_tuple(self._fake_bytes, self._local_bytes, port, listener)
         kernel_out = pk.four_tuple(self._local_bytes, self._fake_bytes, listener, port)
         app_in = pk.four_tuple(dst_b, src_b, dport, sport)
-        info = FlowInfo(nat_port=nat_port, client=_endpoint(src, sport), target=_endpoint(dst, dport))
         key = (src, dst, sport, dport)
-        flow = _Flow(info, key, pk.Rewrite.between(app_side, kernel_in),
+        flow = _Flow(nat_port, key, pk.Rewrite.between(app_side, kernel_in),
                      pk.Rewrite.between(kernel_out, app_in), bytes(packet), now, (app_side, kernel_out))
         self._by_key[key] = flow
         self._by_port[nat_port] = flow
         self._live[nat_port] = flow
         self._flows_total += 1
-        self._events.append(FlowRequested(nat_port=nat_port, client=info.client, target=info.target))
+        self._events.append(FlowRequested(nat_port=nat_port, client=_endpoint(src, sport),
+                                          target=_endpoint(dst, dport)))
 
     def _offload_flow(self, flow: _Flow) -> None:
         offload = self._offload
@@ -350,7 +353,7 @@ class Reflector:
 
     def _forget(self, flow: _Flow) -> None:
         self._orphan(flow)
-        slot = flow.info.nat_port
+        slot = flow.slot
         self._by_port.pop(slot, None)
         if self._live.get(slot) is flow:
             del self._live[slot]
