@@ -8,7 +8,7 @@ real client through the real gateway and measures the same things again:
 * TCP throughput, 1 and 4 streams, each way (iperf3);
 * connect + request + close latency of short HTTP connections (median, p99);
 * short-connection requests per second (wrk with ``Connection: close``
-  against nginx), with 16 and with 64 connections at once (the direct path
+  against nginx; the median of ``--repeat`` runs), with 16 and with 64 connections at once (the direct path
   is saturated by 16 already; the tunnel, whose two ends hand work to each
   other, needs more in flight to keep both busy);
 * UDP at a fixed offered rate (iperf3 -u): achieved rate and loss;
@@ -112,12 +112,14 @@ def measure(lab, args, script: pathlib.Path, pids: dict[str, int] | None = None)
     res["udp_mbps"], res["udp_loss_pct"] = iperf_udp(lab, args.seconds, args.udp_rate)
     res["latency_p50_ms"], res["latency_p99_ms"] = latency(lab, script, args.requests)
     before = {name: cpu_seconds(pid) for name, pid in (pids or {}).items()}
-    res["rps"] = rps(lab, args.seconds, args.connections)
+    runs = [rps(lab, args.seconds, args.connections) for _ in range(args.repeat)]
+    res["rps"] = statistics.median(runs)
     for name, pid in (pids or {}).items():
-        requests = res["rps"] * args.seconds
+        requests = sum(runs) * args.seconds
         if requests:
             res[f"cpu_us_{name}"] = (cpu_seconds(pid) - before[name]) / requests * 1e6
-    res["rps_many"] = rps(lab, args.seconds, args.many_connections)
+    res["rps_many"] = statistics.median(
+        [rps(lab, args.seconds, args.many_connections) for _ in range(args.repeat)])
     return res
 
 
@@ -200,6 +202,9 @@ def main() -> int:
                         help="wrk connections for short connections/s (and CPU per connection)")
     parser.add_argument("--many-connections", type=int, default=64,
                         help="wrk connections for a second short connections/s run")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="wrk runs per short-connection figure; the median is reported "
+                             "(single runs move by 20 %% on a shared machine)")
     parser.add_argument("--udp-rate", default="300M", help="offered UDP rate for iperf3 -u -b")
     parser.add_argument("--mtu", type=int, default=65000, help="TUN MTU pushed by the gateway")
     parser.add_argument("--compare-mtu", type=int, action="append", default=[],
