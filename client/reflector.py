@@ -12,12 +12,11 @@ used as a fake source (the kernel routes packets for ``N`` back out of the TUN).
 * Return leg: a segment from L:lp (the listener answering) to N:np is rewritten
   to D:dport -> A:sport, so the app sees the server answering.
 * The listener's ``accept()`` yields peer N:np; ``lookup(np)`` gives A:sport and D:dport.
-* Several listeners (ports lp0, lp1, ...) multiply the four-tuples N:np -> L:lp
-  available. Our local socket closes first (it stands in for the server), so
-  each connection leaves its four-tuple in TIME_WAIT for 60 s and the NAT slot
-  lingers as long; with one listener that caps sustained new connections near
-  900/s. A flow's NAT *slot* is ``np + 65536 * i`` for listener ``lpi``: the
-  ``nat_port`` of the API (equal to np with a single listener).
+* Several listeners (lp0, lp1, ...) multiply the four-tuples N:np -> L:lp. Our
+  socket closes first (it stands in for the server), so each connection leaves
+  its four-tuple in TIME_WAIT, and its NAT slot lingers, for 60 s: one listener
+  caps sustained new connections near 900/s. The *slot* ``np + 65536 * i`` (for
+  listener ``lpi``) is the API's ``nat_port``, = np with a single listener.
 
 A flow starts only with a bare SYN. That SYN is *held* and a ``FlowRequested``
 event asks the engine to open a stream to D:dport through the gateway: on
@@ -37,7 +36,9 @@ every further segment itself -- except bare SYNs, which always come here --
 and this table no longer sees the flow's traffic: an offloaded flow is
 therefore never idle-expired; its lifetime follows the local socket
 (``release`` then ``linger``). Whatever the kernel passes up (a packet it
-cannot handle) is still rewritten here exactly as without the fast path.
+cannot handle) is still rewritten here as without the fast path, until the
+flow is released: then it keeps only its keys (under load hundreds of
+thousands of flows linger), and such a packet is dropped.
 """
 
 from __future__ import annotations
@@ -68,8 +69,6 @@ _SYN_MASK = pk.SYN | pk.ACK | pk.RST
 _SYN = pk.SYN
 _TCP_PROTO = pk.PROTO_TCP
 _apply = pk.apply_rewrite
-
-
 _ICMP_CODES = {Refusal.HOST_UNREACHABLE: 1, Refusal.NET_UNREACHABLE: 0, Refusal.PROHIBITED: 13}
 
 
@@ -81,15 +80,14 @@ class _State(enum.Enum):
 
 class _Flow:
     __slots__ = ("slot", "key", "forward", "back", "state", "syn", "created", "last_seen", "released_at",
-                 "keys", "offloaded", "isn", "orphaned")
+                 "offloaded", "isn", "orphaned")
 
     def __init__(self, slot: int, key: tuple, forward: pk.Rewrite, back: pk.Rewrite,
-                 syn: bytes, now: float, keys: tuple[bytes, bytes]) -> None:
+                 syn: bytes, now: float) -> None:
         self.slot = slot            # the NAT slot; key is (A, D, sport, dport) as ints
         self.key = key
-        self.forward = forward
-        self.back = back
-        self.keys = keys            # the four-tuples of the forward and the return leg
+        self.forward: pk.Rewrite | None = forward   # None once released with the fast path
+        self.back: pk.Rewrite | None = back
         self.offloaded = False
         self.isn = _SEQ.unpack_from(syn, ((syn[0] & 0x0F) << 2) + 4)[0]   # the SYN's sequence number
         self.orphaned = False       # the app reused the four-tuple: return-leg packets are dropped
@@ -114,11 +112,9 @@ class Reflector:
         listeners = (listener_port,) if isinstance(listener_port, int) else tuple(listener_port)
         if tun_address == fake_address:
             raise ValueError("the fake source address must differ from the TUN's address")
-        if not listeners or len(set(listeners)) != len(listeners):
+        if not listeners or len(set(listeners)) != len(listeners) \
+                or not all(0 < port <= 0xFFFF for port in listeners):
             raise ValueError(f"listener ports {listeners} must be one or more distinct ports")
-        for port in listeners:
-            if not 0 < port <= 0xFFFF:
-                raise ValueError(f"listener port {port} out of range")
         if not 0 < first_port <= last_port <= 0xFFFF:
             raise ValueError(f"NAT port range {first_port}..{last_port} is invalid")
         self._local = int(tun_address)
@@ -191,7 +187,8 @@ class Reflector:
         index = self._listener_index.get(sport) if src == self._local else None
         if index is not None:                                        # return leg
             flow = self._by_port.get(dport + (index << 16))
-            if flow is None or dst != self._fake or flow.state is _State.PENDING or flow.orphaned:
+            if flow is None or dst != self._fake or flow.state is _State.PENDING or flow.orphaned \
+                    or flow.back is None:
                 self._unknown += 1
                 return None
             flow.last_seen = now
@@ -220,6 +217,9 @@ class Reflector:
             else:
                 self._orphan(flow)
             self._new_flow(packet, src, dst, sport, dport, now)
+            return None
+        if flow.forward is None:
+            self._unknown += 1
             return None
         flow.last_seen = now
         self._reflected += 1
@@ -276,6 +276,8 @@ class Reflector:
         flow.state = _State.RELEASED
         flow.syn = None
         flow.released_at = now
+        if flow.offloaded:      # the kernel carries its last segments: keep only what finds it
+            flow.forward = flow.back = None
         if self._live.pop(nat_port, None) is flow:
             self._lingering.append(flow)
 
@@ -331,7 +333,7 @@ class Reflector:
         app_in = pk.four_tuple(dst_b, src_b, dport, sport)
         key = (src, dst, sport, dport)
         flow = _Flow(nat_port, key, pk.Rewrite.between(app_side, kernel_in),
-                     pk.Rewrite.between(kernel_out, app_in), bytes(packet), now, (app_side, kernel_out))
+                     pk.Rewrite.between(kernel_out, app_in), bytes(packet), now)
         self._by_key[key] = flow
         self._by_port[nat_port] = flow
         self._live[nat_port] = flow
@@ -341,7 +343,7 @@ class Reflector:
 
     def _offload_flow(self, flow: _Flow) -> None:
         offload = self._offload
-        forward_key, back_key = flow.keys
+        forward_key, back_key = self._legs(flow)
         if not offload.add(forward_key, flow.forward):
             return
         if not offload.add(back_key, flow.back):
@@ -366,10 +368,18 @@ class Reflector:
         if flow.offloaded:
             flow.offloaded = False
             self._offloaded_active -= 1
-            for key in flow.keys:
+            for key in self._legs(flow):
                 self._offload.remove(key)
         if self._by_key.get(flow.key) is flow:
             del self._by_key[flow.key]
+
+    def _legs(self, flow: _Flow) -> tuple[bytes, bytes]:
+        """The four-tuples of a flow's forward leg (as the app sends) and return leg (as
+        the listener sends): its keys in the kernel's flow map. Derived, not stored."""
+        src, dst, sport, dport = flow.key
+        index, port = divmod(flow.slot, 65536)
+        return (pk.four_tuple(src.to_bytes(4, "big"), dst.to_bytes(4, "big"), sport, dport),
+                pk.four_tuple(self._local_bytes, self._fake_bytes, self._listeners[index], port))
 
     def _allocate_slot(self) -> int | None:
         """The next free NAT slot, round-robin over every port of every listener."""

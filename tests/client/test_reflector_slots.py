@@ -10,6 +10,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from client.bpf.offload import MemoryOffload
 from client.reflector import Reflector
 from tests.client.packets import ACK, PSH, SYN, fields, ipv4_ok, tcp_ok, tcp_packet
 
@@ -98,3 +99,24 @@ def test_lingering_slots_expire_in_release_order_and_only_once():
     assert r.expire(13.0) == [slots[1]]         # slots[2] was forgotten at the reuse
     assert r.lookup(reused.nat_port) is not None
     assert r.stats.flows_active == 1
+
+
+def test_a_released_offloaded_flow_keeps_only_what_finds_its_map_entries():
+    """After release the kernel still carries the flow (its entries stay until expiry), and a
+    segment of it that reaches Python anyway is dropped: the flow no longer keeps rewrites."""
+    offload = MemoryOffload()
+    r = make(offload=offload)
+    r.from_tun(syn(7), 0.0)
+    (event,) = r.pop_events()
+    r.accept_flow(event.nat_port, 0.0)
+    entries = dict(offload.entries)
+    assert len(entries) == 2
+    r.release(event.nat_port, 1.0)
+    assert offload.entries == entries
+    fin = tcp_packet(src=A, dst=D, sport=7, dport=80, flags=ACK | 0x01, seq=8)
+    assert r.from_tun(fin, 2.0) is None
+    back = tcp_packet(src=L, dst=N, sport=LP0, dport=event.nat_port, flags=ACK)
+    assert r.from_tun(back, 2.0) is None
+    assert r.stats.dropped_unknown == 2
+    assert r.expire(61.0) == [event.nat_port]
+    assert offload.entries == {}
