@@ -49,6 +49,8 @@ class Stats:
     """TCP flows with a stream."""
     flows_refused: int
     """TCP flows the gateway refused."""
+    flows_draining: int = 0
+    """TCP flows ended both ways whose last bytes the app has not yet taken."""
     fast_path: bool = False
     """The in-kernel TCP fast path is on."""
     flows_offloaded: int = 0
@@ -96,6 +98,7 @@ class Datapath:
                 pass
         return Stats(bytes_in=link.bytes_in if link else 0, bytes_out=link.bytes_out if link else 0,
                      open_flows=self._tcp.open_flows, flows_refused=self._tcp.flows_refused,
+                     flows_draining=self._tcp.draining_flows,
                      fast_path=self._fast_path is not None, flows_offloaded=tcp.flows_offloaded,
                      packets_offloaded=kernel_packets, packets_reflected=tcp.reflected)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 import typing
 
 from client.reflector import FlowRequested, Reflector, Refusal
@@ -39,6 +40,8 @@ LISTENERS = 8
 ANSWER_TIMEOUT = 20.0
 #: How long an accepted flow may take to reach the listener (longer than an app's SYN retries).
 ATTACH_TIMEOUT = 150.0
+#: How long a draining flow (below) may go without delivering a byte before it is reset.
+DRAIN_STALL = 300.0
 
 
 def bind_listeners(address: str, count: int = LISTENERS) -> list[socket.socket]:
@@ -81,6 +84,8 @@ class _Flow(StreamPipe):
         self.answered = False
         #: the one pending timer of the flow: waiting for the answer, then for the listener
         self.timer: asyncio.TimerHandle | None = None
+        #: ended both ways but not yet delivered: (bytes left, when that last changed)
+        self.draining: tuple[int, float] | None = None
 
     def disarm(self) -> None:
         """Cancel the pending timer (thousands of flows a second must not pile up timers)."""
@@ -98,6 +103,25 @@ class _Flow(StreamPipe):
             self.path._refuse(self, Refusal.HOST_UNREACHABLE)
             return
         super().on_reset(error_code)
+
+    def _both_ended(self) -> None:
+        # Our socket stands in for the server, and only the reflector's mapping carries its
+        # last bytes to the app. When the app ended first (a half-close), those bytes may
+        # still wait in our socket while the app reads slowly: then the socket stays open
+        # and the flow is not released (the mapping would lapse after its linger) until
+        # they are delivered (``TcpPath.expire``).
+        left = self.undelivered()
+        if left == 0:
+            super()._both_ended()
+            return
+        self.transport.write_eof()
+        self.draining = (left, time.monotonic())
+        self._finish()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.draining is not None:
+            self.path._drained(self)
+        super().connection_lost(exc)
 
 
 class _Arrival(asyncio.Protocol):
@@ -123,6 +147,7 @@ class TcpPath:
         self._tun_write = tun_write
         self._loop = asyncio.get_running_loop()
         self._flows: dict[int, _Flow] = {}
+        self._draining: dict[int, _Flow] = {}     # ended both ways, last bytes not yet delivered
         self.flows_refused = 0
         self._servers: list[asyncio.AbstractServer] = []
         for listener in self._listeners:
@@ -140,6 +165,11 @@ class TcpPath:
     def open_flows(self) -> int:
         """Flows with a stream to the gateway."""
         return len(self._flows)
+
+    @property
+    def draining_flows(self) -> int:
+        """Flows ended both ways whose last bytes the app has not yet taken."""
+        return len(self._draining)
 
     # -- packets from the TUN ----------------------------------------------------
     def on_packet(self, packet: bytes, now: float) -> None:
@@ -216,15 +246,45 @@ class TcpPath:
         flow.disarm()
         if self._flows.get(flow.nat_port) is flow:
             del self._flows[flow.nat_port]
-        self.reflector.release(flow.nat_port, self._loop.time())
+        if flow.draining is not None:
+            self._draining[flow.nat_port] = flow
+        else:
+            self.reflector.release(flow.nat_port, self._loop.time())
+
+    def _drained(self, flow: _Flow) -> None:
+        """A draining flow delivered everything, or its socket is gone: release it."""
+        flow.draining = None
+        if self._draining.get(flow.nat_port) is flow:
+            del self._draining[flow.nat_port]
+            self.reflector.release(flow.nat_port, self._loop.time())
 
     # -- housekeeping ---------------------------------------------------------------
     def expire(self, now: float) -> None:
-        """Forget idle flows (and reset their streams)."""
+        """Release draining flows that delivered their last bytes (reset those stalled for
+        ``DRAIN_STALL``); forget idle flows (and reset their streams)."""
+        for flow in list(self._draining.values()):
+            left = flow.undelivered()
+            if left == 0:
+                flow.transport.close()
+                self._drained(flow)
+            elif left != flow.draining[0]:
+                flow.draining = (left, now)
+            elif now - flow.draining[1] >= DRAIN_STALL:
+                log.info("flow %d delivered nothing for %.0f s; reset", flow.nat_port, DRAIN_STALL)
+                reset_socket(flow.transport)
+                self._drained(flow)
         for nat_port in self.reflector.expire(now):
             flow = self._flows.pop(nat_port, None)
             if flow is not None:
                 flow.abort()
+            elif nat_port in self._draining:
+                self._abandon(self._draining[nat_port])
+
+    def _abandon(self, flow: _Flow) -> None:
+        """Reset a draining flow without releasing it (its slot is already gone, or all are)."""
+        flow.draining = None
+        del self._draining[flow.nat_port]
+        reset_socket(flow.transport)
 
     def close(self) -> None:
         """Stop accepting and reset every flow."""
@@ -236,5 +296,7 @@ class TcpPath:
                 reset_socket(flow.transport)
             flow.abort()
         self._flows.clear()
+        for flow in list(self._draining.values()):
+            self._abandon(flow)
         for listener in self._listeners:
             listener.close()

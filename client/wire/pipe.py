@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import logging
 import socket
 import struct
+import termios
 import time
 import typing
 
@@ -94,8 +96,7 @@ class StreamPipe(asyncio.Protocol):
             if self.link.is_open:
                 self.link.end(self.stream_id)
         if self._remote_eof:
-            self._finish()
-            return False
+            self._both_ended()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -151,8 +152,7 @@ class StreamPipe(asyncio.Protocol):
             return
         self._remote_eof = True
         if self._local_eof:
-            self.transport.close()
-            self._finish()
+            self._both_ended()
         elif not self.transport.is_closing():
             self.transport.write_eof()
 
@@ -172,6 +172,20 @@ class StreamPipe(asyncio.Protocol):
             self.link.reset(self.stream_id)
         if self.transport is not None:
             reset_socket(self.transport)
+        self._finish()
+
+    def undelivered(self) -> int:
+        """Bytes written to the socket that its peer has not acknowledged yet: those still in
+        the transport's buffer, and those (and a FIN) in the kernel's send queue. 0 once the
+        transport is closing (its descriptor may be gone)."""
+        if self.transport is None or self.transport.is_closing():
+            return 0
+        return self.transport.get_write_buffer_size() + unacknowledged(self._fd)
+
+    def _both_ended(self) -> None:
+        """Both directions ended cleanly: close the socket (the kernel still sends what it
+        holds) and finish."""
+        self.transport.close()
         self._finish()
 
     def _finish(self) -> None:
@@ -200,6 +214,21 @@ def eof_pending(fd: int) -> bool:
     transport will see itself) and 1 (more data) both mean no.
     """
     return fd >= 0 and _recv(fd, _PEEK_BUFFER, 1, _PEEK_FLAGS) == 0
+
+
+_OUTQ = struct.Struct("i")
+_OUTQ_ZERO = bytes(_OUTQ.size)
+
+
+def unacknowledged(fd: int) -> int:
+    """Bytes (a FIN counts one) sent or queued on TCP socket ``fd`` that the peer has not
+    acknowledged yet (SIOCOUTQ); 0 for a closed descriptor."""
+    if fd < 0:
+        return 0
+    try:
+        return _OUTQ.unpack(fcntl.ioctl(fd, termios.TIOCOUTQ, _OUTQ_ZERO))[0]
+    except OSError:
+        return 0
 
 
 def reset_socket(transport: asyncio.BaseTransport) -> None:

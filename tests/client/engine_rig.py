@@ -1,0 +1,107 @@
+"""The engine test rig: the real engine against the real gateway on loopback, with an
+in-memory TUN, routes and DNS."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+from client.dns import MemoryDns
+from client.engine import Engine, EngineOptions
+from client.routes import MemoryRoutes
+from client.session import GatewayAddress
+from client.states import State
+from client.trust import Trust
+from client.tun import MemoryTun
+from gateway_stub.config import load_config
+from gateway_stub.server import Gateway
+from tests.support import PASSWORDS, write_gateway
+
+REFLECT = ipaddress.IPv4Network("127.77.0.0/30")   # loopback: bindable without configuring
+APP = "127.77.0.1"
+SYN, RST = 0x02, 0x04
+
+
+class Prompts:
+    """A prompter that answers from a script and counts the questions."""
+
+    def __init__(self, codes=(), decision="cancel") -> None:
+        self.codes = list(codes)
+        self.decision = decision
+        self.asked_codes = 0
+        self.asked_certs = []
+
+    async def one_time_code(self, prompt):
+        self.asked_codes += 1
+        return self.codes.pop(0) if self.codes else None
+
+    async def trust_certificate(self, info):
+        self.asked_certs.append(info)
+        return self.decision
+
+
+class Rig:
+    """Gateway on loopback plus an engine with fakes, for one test."""
+
+    def __init__(self, tmp_path, *, user="alice", prompter=None, trust=None, dns=True) -> None:
+        extra = '[dns]\nservers = ["127.0.0.53"]\nsearch = ["corp.example"]\n' if dns else ""
+        self.setup = write_gateway(tmp_path, listen="127.0.0.1:0", hosts=["127.0.0.1"],
+                                   allowed_networks=["127.0.0.0/8"], extra=extra)
+        self.gateway = Gateway(load_config(self.setup.config))
+        self.user, self.prompter, self.trust = user, prompter, trust
+        self.tun = MemoryTun()
+        self.routes, self.dns = MemoryRoutes(), MemoryDns()
+        self.states: list[tuple[State, str]] = []
+
+    async def start(self) -> Engine:
+        (host, port), *_ = await self.gateway.start()
+        options = EngineOptions(gateway=GatewayAddress(host, port),
+                                trust=self.trust or Trust(ca_file=self.setup.certs.ca_cert),
+                                username=self.user, reflect_network=REFLECT,
+                                reconnect_delays=(0.1, 0.2))
+        self.engine = Engine(options, PASSWORDS[self.user], tun_factory=lambda mtu: self.tun,
+                             routes=self.routes, dns=self.dns, prompter=self.prompter,
+                             on_state=lambda s, d: self.states.append((s, d)))
+        self.stop = asyncio.Event()
+        self.task = asyncio.ensure_future(self.engine.run(self.stop))
+        return self.engine
+
+    async def connected(self) -> None:
+        for _ in range(200):
+            if self.engine.state is State.CONNECTED or self.task.done():
+                break
+            await asyncio.sleep(0.02)
+        if self.task.done():
+            self.task.result()
+        assert self.engine.state is State.CONNECTED
+
+    async def written(self, predicate, timeout=5.0) -> bytes:
+        """Wait for a packet the engine wrote to the TUN."""
+        for _ in range(int(timeout / 0.02)):
+            for packet in self.tun.written:
+                if predicate(packet):
+                    return packet
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no such packet among {len(self.tun.written)} written")
+
+    async def close(self) -> None:
+        self.stop.set()
+        try:
+            await asyncio.wait_for(self.task, 10)
+        finally:
+            self.gateway.close()
+
+
+def open_and_closed_ports() -> tuple[socket.socket, int, int]:
+    """A listening socket, its port, and a loopback port nothing listens on."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    return listener, listener.getsockname()[1], closed_port
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
