@@ -60,6 +60,8 @@ class Session:
     """Login time."""
     last_used: float
     """Last request time."""
+    flows: int = 0
+    """Tunnel flows open now, on all of the session's connections."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +108,7 @@ class _Pending:
 def totp_step(secret: str | None, code: str, wall: float) -> int | None:
     """The TOTP time step (RFC 6238, 30 s) that ``code`` belongs to, allowing one
     step of clock skew either way; None when it matches none."""
-    if not secret or not code.isdigit() or len(code) != 6:
+    if not secret or not code.isascii() or not code.isdigit() or len(code) != 6:
         return None
     totp = pyotp.TOTP(secret)
     now_step = int(wall // 30)
@@ -117,10 +119,16 @@ def totp_step(secret: str | None, code: str, wall: float) -> int | None:
 
 
 def proxy_status_header(error: str, detail: str = "") -> tuple[str, str]:
-    """An RFC 9209 Proxy-Status header naming this gateway."""
+    """An RFC 9209 Proxy-Status header naming this gateway.
+
+    ``detail`` may quote the client's own input or names from the config, so it
+    is made a valid RFC 8941 string: printable ASCII, with quote and backslash
+    escaped.
+    """
     value = f"tunnelgate; error={error}"
     if detail:
-        value += f'; details="{detail}"'
+        text = "".join(c if " " <= c <= "~" else "?" for c in detail)
+        value += '; details="' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return ("proxy-status", value)
 
 
@@ -131,7 +139,7 @@ def parse_authority(authority: str) -> tuple[ipaddress.IPv4Address, int]:
     host, sep, port_text = authority.rpartition(":")
     if not sep or not host:
         raise ValueError(f"authority {authority[:80]!r} is not host:port")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise ValueError(f"authority {authority[:80]!r} has no valid port")
     try:
         address = ipaddress.IPv4Address(host)
@@ -203,12 +211,25 @@ class GatewayApi:
             return ApiResponse(400, {"error": "login needs a JSON object with username and password"})
         if len(username) > 256 or len(password) > 1024:
             return ApiResponse(400, {"error": "username or password too long"})
+        try:   # lone surrogates (valid JSON escapes) cannot be hashed
+            username.encode("utf-8")
+            password.encode("utf-8")
+        except UnicodeEncodeError:
+            return ApiResponse(400, {"error": "username and password must be valid Unicode text"})
         return username, password
 
     def throttled(self, username: str, source: str, now: float) -> ApiResponse | None:
-        """An answer when this user or source has failed too often lately."""
+        """An answer when this user or source has failed too often lately.
+
+        None lets the attempt go ahead; it then counts as in flight until
+        ``finish_login``, so concurrent guesses cannot overtake the throttle.
+        """
         if self.throttle.allowed(username, source, now):
+            self.throttle.begin(username, source)
             return None
+        return self._too_many()
+
+    def _too_many(self) -> ApiResponse:
         return ApiResponse(429, {"error": "too many failed login attempts; try again later"},
                            headers=(("retry-after", str(int(self.config.server.login_window))),))
 
@@ -219,6 +240,7 @@ class GatewayApi:
 
     def finish_login(self, username: str, ok: bool, source: str, now: float) -> tuple[ApiResponse, Session | None]:
         """Record the result of ``verify_login`` and issue a session."""
+        self.throttle.end(username, source)
         if not ok:
             self.throttle.record_failure(username, source, now)
             return ApiResponse(401, {"error": "invalid username or password"}), None
@@ -247,6 +269,8 @@ class GatewayApi:
             self._challenges.pop(answer.id, None)
             return ApiResponse(401, {"error": "the one-time code request expired; log in again"}), None
         user = pending.user
+        if not self.throttle.allowed(user.name, source, now):
+            return self._too_many(), None
         step = totp_step(user.totp_secret, answer.response.strip(), wall)
         if step is None or step <= self._last_step.get(user.name, -1):
             pending.attempts += 1
@@ -324,11 +348,12 @@ class GatewayApi:
 
     # -- tunnels --------------------------------------------------------------------
     def authorize_connect(self, headers: dict[str, str], protocol: str, now: float) -> ConnectDecision:
-        """Check a tunnel request: token, target, policy.
+        """Check a tunnel request: token, target, policy, the session's flow limit.
 
         ``protocol`` is ``tcp`` (plain CONNECT, target in ``:authority``),
         ``udp`` (connect-udp, target in the RFC 9298 path) or ``icmp``
         (connect-ip scoped to one address and IP protocol 1, RFC 9484 path).
+        An allowed flow counts against the limit until ``flow_ended``.
         """
         session = self.session_for(headers, now)
         if session is None:
@@ -346,7 +371,17 @@ class GatewayApi:
         if not verdict.allowed:
             return ConnectDecision(False, 403, "destination_ip_prohibited", verdict.reason,
                                    session, host, port)
+        # Per session, not per connection: one token may be used on many.
+        if session.flows >= self.config.server.max_streams_per_session:
+            return ConnectDecision(False, 503, "connection_limit_reached",
+                                   f"session has {session.flows} flows open, the most allowed",
+                                   session, host, port)
+        session.flows += 1
         return ConnectDecision(True, 200, "", verdict.reason, session, host, port)
+
+    def flow_ended(self, session: Session) -> None:
+        """A flow that ``authorize_connect`` allowed has ended (or failed to start)."""
+        session.flows -= 1
 
     def expire(self, now: float, max_idle: float) -> list[Session]:
         """End sessions unused for ``max_idle`` seconds (tokens and leases)."""

@@ -43,6 +43,12 @@ class CapsuleStream:
     def close_io(self) -> None:
         """Release what the relay holds (sockets, identifiers)."""
 
+    def pause_reading(self) -> None:
+        """Stop reading the target while the client does not read (see backpressure)."""
+
+    def resume_reading(self) -> None:
+        """Read the target again."""
+
     # -- StreamHandler ---------------------------------------------------------------
     def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
         pass

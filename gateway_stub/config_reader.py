@@ -24,6 +24,7 @@ _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "an 
 _NAME = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
 _PORT_RANGE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
+_INT_LIMIT = 2**31 - 1
 _LIMITS = {
     "max_streams_per_session", "max_sessions_per_user", "connect_timeout", "idle_timeout",
     "session_idle_timeout", "max_header_bytes", "login_attempts_per_user",
@@ -98,7 +99,10 @@ class _Table:
         value = self.get(name, str)
         if not value:
             raise self.error(key, "must not be empty")
-        path = (base / Path(value).expanduser()).resolve()
+        try:
+            path = (base / Path(value).expanduser()).resolve()
+        except (RuntimeError, ValueError, OSError) as exc:   # ~nobody/..., a NUL byte
+            raise self.error(key, f"{value!r} is not a usable path ({exc})") from None
         if must_exist and not path.is_file():
             raise self.error(key, f"file not found: {path}")
         if not must_exist and not path.parent.is_dir():
@@ -162,6 +166,8 @@ def _parse_server(root: _Table, base: Path) -> ServerConfig:
             raise table.error(table.key(field.name), f"must be a positive number of seconds, not {value}")
         if kind is int and value < 1:
             raise table.error(table.key(field.name), f"must be at least 1, not {value}")
+        if kind is int and value > _INT_LIMIT:   # HTTP/2 SETTINGS values are 32-bit
+            raise table.error(table.key(field.name), f"must be at most {_INT_LIMIT}, not {value}")
         limits[field.name] = value
     if not 576 <= limits["mtu"] <= 65535:
         raise table.error(table.key("mtu"), f"must be from 576 to 65535, not {limits['mtu']}")

@@ -9,6 +9,11 @@ Memory is bounded twice: each key keeps at most as many timestamps as its limit
 (older ones cannot change a decision), and at most ``max_keys`` keys of each
 kind are tracked; when full, the key whose last failure is oldest is forgotten.
 Keys whose failures have all left the window are dropped as they are met.
+
+Attempts still being checked count too (``begin`` .. ``end``): the password
+check is slow and runs off the event loop, so without them a burst of
+concurrent guesses would all pass before the first failure is recorded. They
+are kept only while in flight, so they need no cap of their own.
 """
 
 from __future__ import annotations
@@ -82,11 +87,29 @@ class LoginThrottle:
             raise ValueError("max_keys must be at least 1")
         self._users = _Window(attempts_per_user, window, max_keys)
         self._sources = _Window(attempts_per_source, window, max_keys)
+        self._busy_users: dict[str, int] = {}      # attempts in flight, per key
+        self._busy_sources: dict[str, int] = {}
 
     def allowed(self, user: str, source: str, now: float) -> bool:
-        """True if a login for ``user`` from ``source`` may be tried at ``now``."""
-        return (self._users.count(user, now) < self._users.limit
-                and self._sources.count(source, now) < self._sources.limit)
+        """True if a login for ``user`` from ``source`` may be tried at ``now``
+        (failures in the window plus attempts in flight are under both limits)."""
+        return (self._users.count(user, now) + self._busy_users.get(user, 0) < self._users.limit
+                and self._sources.count(source, now) + self._busy_sources.get(source, 0)
+                < self._sources.limit)
+
+    def begin(self, user: str, source: str) -> None:
+        """An allowed attempt starts; it counts against both limits until ``end``."""
+        self._busy_users[user] = self._busy_users.get(user, 0) + 1
+        self._busy_sources[source] = self._busy_sources.get(source, 0) + 1
+
+    def end(self, user: str, source: str) -> None:
+        """An attempt from ``begin`` finished (record its outcome as well)."""
+        for busy, key in ((self._busy_users, user), (self._busy_sources, source)):
+            left = busy.get(key, 0) - 1
+            if left > 0:
+                busy[key] = left
+            else:
+                busy.pop(key, None)
 
     def retry_after(self, user: str, source: str, now: float) -> float:
         """Seconds until a refused attempt would be allowed (0 if allowed now)."""

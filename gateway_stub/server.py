@@ -6,7 +6,8 @@ CONNECT the gateway opens its own connection to the intranet target and only
 then answers 200, piping bytes between that connection and the stream
 (reverse NAT: the intranet host sees the gateway). A refused, unreachable or
 denied target gets an error status with an RFC 9209 ``proxy-status``. Every
-flow is written to the audit log when it ends.
+flow is written to the audit log when it ends. A client that stops reading
+is held back (``backpressure``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import resource
 import signal
 import ssl
 import time
@@ -26,42 +28,14 @@ from client.wire.pipe import StreamPipe
 from client.wire.runloop import run_loop
 from gateway_stub.api import ApiResponse, ChallengeAnswer, ConnectDecision, GatewayApi, Session, proxy_status_header
 from gateway_stub.audit import AuditLog, AuditRecord
+from gateway_stub.backpressure import OutputHold
 from gateway_stub.config import GatewayConfig
+from gateway_stub.errors import ConfigError
 from gateway_stub.icmp_relay import EchoRelay, EchoSocket
+from gateway_stub.stream_handlers import Body, Connecting
 from gateway_stub.udp_relay import UdpRelay
 
 log = logging.getLogger(__name__)
-
-MAX_BODY = 64 * 1024
-
-
-class _Body:
-    """Collects a small request body, then calls back."""
-
-    def __init__(self, link: Link, stream_id: int, done) -> None:
-        self._link, self._stream_id, self._done = link, stream_id, done
-        self._data = bytearray()
-
-    def on_response(self, status, headers, ended) -> None:
-        pass
-
-    def on_data(self, data: bytes, flow_length: int) -> None:
-        self._data += data
-        self._link.consumed(self._stream_id, flow_length)
-        if len(self._data) > MAX_BODY:
-            self._link.unregister(self._stream_id)
-            self._link.respond(self._stream_id, 413, body=b'{"error": "request body too large"}')
-
-    def on_end(self) -> None:
-        self._link.unregister(self._stream_id)
-        self._done(bytes(self._data))
-
-    def on_reset(self, error_code: int) -> None:
-        pass
-
-    def on_writable(self) -> None:
-        pass
-
 
 class GatewayConnection(Link):
     """One client's TLS connection."""
@@ -78,6 +52,7 @@ class GatewayConnection(Link):
         self._watchdog: asyncio.Task | None = None
         self._flows: set = set()   # StreamPipe, UdpRelay, EchoRelay
         self.sessions: set[Session] = set()
+        self._hold: OutputHold | None = None
 
     def connection_made(self, transport) -> None:
         peer = transport.get_extra_info("peername")
@@ -88,8 +63,15 @@ class GatewayConnection(Link):
             transport.close()
             self._finish("client did not negotiate h2")
             return
+        self._hold = OutputHold(transport)
         super().connection_made(transport)
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+
+    def pause_writing(self) -> None:
+        self._hold.pause(self._flows)
+
+    def resume_writing(self) -> None:
+        self._hold.resume()
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -139,8 +121,8 @@ class GatewayConnection(Link):
             if ev.ended:
                 self._answer(ev.stream_id, ApiResponse(400, {"error": "login needs a body"}))
             else:
-                self.register(ev.stream_id, _Body(self, ev.stream_id,
-                                                  lambda body: self._login(ev.stream_id, body)))
+                self.register(ev.stream_id, Body(self, ev.stream_id,
+                                                 lambda body: self._login(ev.stream_id, body)))
         elif method == "GET" and path == "/api/v1/config":
             session = api.session_for(h, now)
             if session is not None:
@@ -185,7 +167,11 @@ class GatewayConnection(Link):
             log.warning("login for %r from %s refused: throttled", username[:64], self.peer)
             self._answer(stream_id, refusal)
             return
-        ok = await asyncio.to_thread(api.verify_login, username, password)
+        try:
+            ok = await asyncio.to_thread(api.verify_login, username, password)
+        except Exception as exc:   # a failure, never left in flight; no traceback (secrets)
+            log.error("checking the password of %r failed: %s", username[:64], type(exc).__name__)
+            ok = False
         response, session = api.finish_login(username, ok, self.peer, time.monotonic())
         if session is None:
             log.warning("login for %r from %s failed (%d)", username[:64], self.peer, response.status)
@@ -199,7 +185,11 @@ class GatewayConnection(Link):
         target = f"{address_text(decision.host)}:{decision.port}" if decision.host else "-"
         if not self._allowed(stream_id, "tcp", target, decision):
             return
-        asyncio.get_running_loop().create_task(self._open_tcp(stream_id, decision, target))
+        connecting = Connecting(self, stream_id, decision.session, target)
+        self.register(stream_id, connecting)
+        connecting.task = asyncio.get_running_loop().create_task(
+            self._open_tcp(stream_id, decision, target, connecting))
+        connecting.task.add_done_callback(connecting.cancelled)
 
     def _allowed(self, stream_id: int, protocol: str, target: str, decision: ConnectDecision) -> bool:
         """Answer and audit a denied request; True when it may go ahead."""
@@ -214,8 +204,14 @@ class GatewayConnection(Link):
 
     def _flow_done(self, flow, session: Session | None, protocol: str, target: str) -> None:
         self._flows.discard(flow)
-        self._audit(session, protocol, target, "allow", flow.error or "closed",
-                    flow.bytes_up, flow.bytes_down, time.monotonic() - flow.started)
+        self.end_flow(session, protocol, target, "allow", flow.error or "closed",
+                      flow.bytes_up, flow.bytes_down, time.monotonic() - flow.started)
+
+    def end_flow(self, session: Session, protocol: str, target: str, verdict: str,
+                 reason: str, up: int, down: int, duration: float) -> None:
+        """Every allowed flow ends here once: its audit line, and its slot back."""
+        self.gateway.api.flow_ended(session)
+        self._audit(session, protocol, target, verdict, reason, up, down, duration)
 
     def _connect_datagrams(self, stream_id: int, protocol: str, decision: ConnectDecision) -> None:
         """connect-udp (RFC 9298) or connect-ip for ICMP echo (RFC 9484)."""
@@ -234,23 +230,23 @@ class GatewayConnection(Link):
                                  self.gateway.echo_socket(), done)
         except OSError as exc:
             status, error = connect_failure(exc)
-            self._audit(session, protocol, target, "fail", error, 0, 0, 0.0)
+            self.end_flow(session, protocol, target, "fail", error, 0, 0, 0.0)
             self.respond(stream_id, status, [proxy_status_header(error)])
             return
         self._flows.add(flow)
+        if self._hold.active:
+            self._hold.hold(flow)
         self.respond(stream_id, 200, [("capsule-protocol", "?1")])
 
-    async def _open_tcp(self, stream_id: int, decision: ConnectDecision, target: str) -> None:
+    async def _open_tcp(self, stream_id: int, decision: ConnectDecision, target: str,
+                        connecting: Connecting) -> None:
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        session = decision.session
 
         def done(pipe: StreamPipe) -> None:
             # The pipe counts socket-side bytes: "up" (client to target) is
             # what it wrote to the target socket.
             self._flows.discard(pipe)
-            self._audit(session, "tcp", target, "allow", pipe.error or "closed",
-                        pipe.bytes_down, pipe.bytes_up, time.monotonic() - started)
+            connecting.end("allow", pipe.error or "closed", pipe.bytes_down, pipe.bytes_up)
 
         pipe = StreamPipe(self, stream_id, on_done=done)
         timeout = self.gateway.config.server.connect_timeout
@@ -259,7 +255,8 @@ class GatewayConnection(Link):
                 await loop.create_connection(lambda: pipe, address_text(decision.host), decision.port)
         except (OSError, asyncio.TimeoutError) as exc:
             status, error = connect_failure(exc)
-            self._audit(session, "tcp", target, "fail", error, 0, 0, time.monotonic() - started)
+            connecting.end("fail", error, 0, 0)
+            self.unregister(stream_id)
             self.respond(stream_id, status, [proxy_status_header(error)])
             return
         if not self.respond(stream_id, 200):
@@ -267,6 +264,10 @@ class GatewayConnection(Link):
             return
         self._flows.add(pipe)
         pipe.attach_stream(stream_id)
+        if self._hold.active:
+            self._hold.hold(pipe)
+        if connecting.ended:
+            pipe.on_end()
 
     def _audit(self, session: Session | None, protocol: str, target: str, verdict: str,
                reason: str, up: int, down: int, duration: float) -> None:
@@ -300,7 +301,11 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.api = GatewayApi(config)
-        self.audit = AuditLog(config.server.audit_log)
+        try:
+            self.audit = AuditLog(config.server.audit_log)
+        except OSError as exc:
+            raise ConfigError(f"cannot open {config.server.audit_log}: {exc.strerror or exc}",
+                              file=str(config.source), key="server.audit_log") from None
         self._server: asyncio.base_events.Server | None = None
         self._echo: EchoSocket | None = None
 
@@ -311,10 +316,22 @@ class Gateway:
         return self._echo
 
     def ssl_context(self) -> ssl.SSLContext:
-        """TLS 1.3 only, ALPN h2."""
+        """TLS 1.3 only, ALPN h2; files that do not load are a ConfigError naming the key."""
+        server = self.config.server
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        ctx.load_cert_chain(self.config.server.certificate, self.config.server.private_key)
+        try:
+            ctx.load_cert_chain(server.certificate, server.private_key)
+        except OSError as exc:          # ssl.SSLError included
+            try:
+                ssl.create_default_context(cafile=server.certificate)
+            except OSError:
+                key, problem = "server.certificate", f"{server.certificate} holds no PEM certificate"
+            else:
+                key, problem = "server.private_key", (
+                    f"{server.private_key} is not a PEM private key for server.certificate "
+                    f"({getattr(exc, 'reason', None) or exc})")
+            raise ConfigError(problem, file=str(self.config.source), key=key) from None
         ctx.set_alpn_protocols(["h2"])
         return ctx
 
@@ -355,8 +372,25 @@ class Gateway:
                 log.info("session %s of %s expired", session.id, session.user.name)
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft limit of open files to the hard one; returns the new limit.
+
+    Every flow holds a socket: with the usual soft limit of 1024, one user's
+    flows could use up the descriptors and stop the gateway accepting others.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
+            return soft
+    return hard
+
+
 def serve(config: GatewayConfig) -> int:
     """Run the gateway until SIGINT/SIGTERM; returns the exit status."""
+    log.info("open files limit: %d", raise_fd_limit())
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -56,8 +56,10 @@ class UdpRelay(CapsuleStream):
             return
         try:
             self._sock.send(payload)
-        except ConnectionRefusedError:
+        except ConnectionRefusedError:   # an earlier datagram's ICMP error; this one was not sent
             self._unreachable()
+            self.dropped += 1
+            return
         except OSError:
             self.dropped += 1
             return
@@ -96,6 +98,14 @@ class UdpRelay(CapsuleStream):
     def _unreachable(self) -> None:
         """The target said ICMP port unreachable: pass it on (code 3)."""
         self.link.send(self.stream_id, encode_capsule(UNREACHABLE, bytes([3])))
+
+    def pause_reading(self) -> None:
+        if not self._done:
+            self._loop.remove_reader(self._sock.fileno())
+
+    def resume_reading(self) -> None:
+        if not self._done:
+            self._loop.add_reader(self._sock.fileno(), self._readable)
 
     def close_io(self) -> None:
         self._loop.remove_reader(self._sock.fileno())

@@ -66,7 +66,7 @@ def test_config_lists_only_allowed_networks(api):
 
 
 @pytest.mark.parametrize("text", ["", "10.0.0.1", "10.0.0.1:0", "10.0.0.1:70000", "host:80",
-                                  "[::1]:80", ":80", "10.0.0.1:8a"])
+                                  "[::1]:80", ":80", "10.0.0.1:8a", "10.0.0.1:\uff18\uff10"])
 def test_malformed_authorities_are_rejected(text):
     """Anything but an IPv4 literal with a port in 1-65535 is refused with ValueError."""
     with pytest.raises(ValueError):
@@ -130,3 +130,71 @@ def test_wrong_expired_and_replayed_codes_are_refused_clearly(api):
     response, session = api.answer_challenge(ChallengeAnswer(cid, totp_code(step)), "s", 1003.0,
                                              wall + 5)
     assert session is None and "already used" in response.body["error"]
+
+
+def test_concurrent_logins_cannot_overtake_the_throttle(api):
+    """Attempts still being checked count: the sixth concurrent guess for alice is refused
+    before any password work, and finished attempts count as their outcome says."""
+    for i in range(5):
+        assert api.throttled("alice", f"192.0.2.{i}", 1.0) is None     # five scrypt checks running
+    assert api.throttled("alice", "192.0.2.99", 1.0).status == 429
+    for i in range(5):
+        response, _ = api.finish_login("alice", False, f"192.0.2.{i}", 2.0)
+        assert response.status == 401
+    assert api.throttled("alice", "192.0.2.99", 3.0).status == 429       # five failures now
+
+
+def test_one_time_codes_are_throttled_too(api):
+    """Challenges fetched in advance cannot be used to go on guessing codes once the user
+    has failed too often: even the right code is refused with 429 for the window."""
+    from gateway_stub.api import ChallengeAnswer
+    wall = 1_800_000_000.0
+    challenges = [challenge_for(api, now=0.0) for _ in range(3)]
+    for cid, guesses in zip(challenges, (3, 2)):
+        for _ in range(guesses):
+            response, _ = api.answer_challenge(ChallengeAnswer(cid, "000000"), "s", 1.0, wall)
+            assert response.status == 401
+    right = totp_code(int(wall // 30))
+    response, session = api.answer_challenge(ChallengeAnswer(challenges[2], right), "s", 2.0, wall)
+    assert (response.status, session) == (429, None)
+
+
+def test_text_that_cannot_be_hashed_or_compared_is_refused_cleanly(api):
+    """A lone surrogate in the password is a 400, not a crash in the hashing thread; a code of
+    non-ASCII digits is just a wrong code, not a TypeError in the comparison."""
+    from gateway_stub.api import ChallengeAnswer
+    response = api.parse_login(b'{"username": "alice", "password": "pw\\ud800"}')
+    assert response.status == 400
+    cid = challenge_for(api)
+    response, session = api.answer_challenge(ChallengeAnswer(cid, "\uff11" * 6), "s", 1.0,
+                                             1_800_000_000.0)
+    assert (response.status, response.body["error"], session) == (401, "wrong one-time code", None)
+
+
+def test_flows_are_limited_per_session(tmp_path):
+    """An allowed flow holds one of the session's max_streams_per_session slots until it ends;
+    beyond that the answer is 503 connection_limit_reached."""
+    setup = write_gateway(tmp_path, listen="127.0.0.1:0", hosts=["127.0.0.1"],
+                          allowed_networks=["10.77.0.0/24"], extra_server="max_streams_per_session = 2")
+    api = GatewayApi(load_config(setup.config))
+    token, session = login(api)
+    assert api.authorize_connect(bearer(token), "tcp", 1.0).allowed
+    assert api.authorize_connect(bearer(token), "tcp", 1.0).allowed
+    refused = api.authorize_connect(bearer(token), "tcp", 1.0)
+    assert (refused.allowed, refused.status, refused.proxy_status) == (False, 503, "connection_limit_reached")
+    api.flow_ended(session)
+    assert api.authorize_connect(bearer(token), "tcp", 1.0).allowed
+
+
+@pytest.mark.parametrize("detail", ['authority \'x"; error=connection_refused\' is not host:port',
+                                    'user o"brien\\ may not', "caf\u00e9\x01"])
+def test_proxy_status_details_stay_one_valid_string(detail):
+    """Quotes, backslashes and non-ASCII from the client or the config cannot break out of
+    the details string or make the header invalid (RFC 8941 sf-string)."""
+    import re
+    from gateway_stub.api import proxy_status_header
+    name, value = proxy_status_header("http_request_error", detail)
+    match = re.fullmatch(r'tunnelgate; error=http_request_error; details="((?:[ !#-\[\]-~]|\\["\\])*)"', value)
+    assert match, value
+    assert re.sub(r'\\(["\\])', r"\1", match.group(1)) == "".join(
+        c if " " <= c <= "~" else "?" for c in detail)

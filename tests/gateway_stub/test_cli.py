@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from gateway_stub.certs import fingerprint_sha256
-from gateway_stub.cli import main
+from gateway_stub.cli import PROG, main
 from gateway_stub.passwords import hash_password, verify_password
+from tests.support import write_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 HASH = hash_password("pw", salt=b"saltsalt", n=16, r=1, p=1)
@@ -112,3 +113,26 @@ def test_make_cert_prints_paths_and_fingerprint(tmp_path, capsys):
     assert str(tmp_path / "tls" / "gateway.key") in out
     assert main(["make-cert", "--out", str(tmp_path / "tls"), "--host", "localhost"]) == 1
     assert "--force" in capsys.readouterr().err
+
+
+def test_run_with_tls_files_or_audit_log_that_do_not_load_exits_2_naming_the_key(tmp_path, capsys):
+    """A certificate that is no certificate, a key of another certificate and an audit log
+    that cannot be opened each stop the gateway with one line naming the file and the key,
+    not a bare OpenSSL or OS message."""
+    from gateway_stub.certs import make_self_signed
+
+    setup = write_gateway(tmp_path, listen="127.0.0.1:0", hosts=["127.0.0.1"],
+                          allowed_networks=["127.0.0.0/8"])
+    prefix = f"{PROG}: {setup.config}: "
+    key, good_key = setup.certs.private_key, setup.certs.private_key.read_bytes()
+    key.write_bytes(make_self_signed(tmp_path / "other", ["127.0.0.1"]).private_key.read_bytes())
+    assert main(["--config", str(setup.config)]) == 2
+    assert capsys.readouterr().err.startswith(prefix + "server.private_key: ")
+    key.write_bytes(good_key)
+    setup.certs.certificate.write_text("not a certificate")
+    assert main(["--config", str(setup.config)]) == 2
+    assert capsys.readouterr().err.startswith(prefix + "server.certificate: ")
+    (tmp_path / "audit.log").unlink()           # the runs above created it
+    (tmp_path / "audit.log").mkdir()
+    assert main(["--config", str(setup.config)]) == 2
+    assert capsys.readouterr().err.startswith(prefix + "server.audit_log: cannot open")

@@ -217,3 +217,18 @@ def test_port_range_membership():
     assert 8000 in ports and 8100 in ports
     assert 7999 not in ports and 8101 not in ports
     assert str(ports) == "8000-8100" and str(PortRange(low=80, high=80)) == "80"
+
+
+def test_limits_too_large_for_http2_settings_are_refused(tmp_path):
+    """A limit that HTTP/2 SETTINGS cannot carry is a config error, not a gateway that
+    drops every connection later."""
+    message = _error(tmp_path, SERVER + "max_streams_per_session = 4294967296\n")
+    assert "server.max_streams_per_session: must be at most 2147483647" in message
+
+
+@pytest.mark.parametrize("path", ["~no-such-user-here/gateway.crt", "gate\\u0000way.crt"])
+def test_unusable_paths_name_the_key(tmp_path, path):
+    """A path that cannot even be resolved (unknown ~user, NUL byte) is a ConfigError
+    naming its key, not a traceback."""
+    message = _error(tmp_path, SERVER.replace('"gateway.crt"', f'"{path}"'))
+    assert "server.certificate: " in message and "is not a usable path" in message

@@ -73,3 +73,21 @@ def test_invalid_limits_are_refused():
         LoginThrottle(attempts_per_user=0, attempts_per_source=1, window=1.0)
     with pytest.raises(ValueError):
         LoginThrottle(attempts_per_user=1, attempts_per_source=1, window=0.0)
+
+
+def test_attempts_in_flight_count_against_the_limits():
+    """Attempts begun but not yet finished count, so a burst of concurrent guesses cannot
+    all pass before the first failure is recorded; finishing one frees its place."""
+    throttle = LoginThrottle(attempts_per_user=3, attempts_per_source=5, window=60.0)
+    for _ in range(3):
+        assert throttle.allowed("alice", "src", 1.0)
+        throttle.begin("alice", "src")
+    assert not throttle.allowed("alice", "other-src", 1.0)
+    assert throttle.allowed("bob", "src", 1.0)
+    throttle.begin("bob", "src")
+    throttle.begin("bob", "src")
+    assert not throttle.allowed("carol", "src", 1.0)         # five in flight from src
+    throttle.end("alice", "src")
+    throttle.record_success("alice", "src")
+    assert throttle.allowed("alice", "other-src", 1.0)
+    assert throttle.allowed("carol", "src", 1.0)

@@ -385,3 +385,49 @@ def test_a_target_that_stops_reading_closes_the_window_instead_of_filling_memory
             await session.logout()
         server.close()
     run(main())
+
+
+def test_one_token_on_many_connections_shares_the_sessions_flow_limit(tmp_path):
+    """max_streams_per_session holds for the session, not per TLS connection: a second
+    connection with the same token gets 503 connection_limit_reached; a closed flow frees a slot."""
+    from client.session import connect_link
+
+    async def main():
+        server, port = await echo_server()
+        async with Bench(tmp_path, extra_server="max_streams_per_session = 2") as bench:
+            session = await bench.login()
+            other = await connect_link(bench.address, bench.trust)
+            first = await _connect(session, f"127.0.0.1:{port}")
+            second = Flow(other)
+            second.stream_id = other.open(session.connect_headers(f"127.0.0.1:{port}"), second)
+            assert await asyncio.wait_for(second.status, 10) == 200
+            third = Flow(other)
+            third.stream_id = other.open(session.connect_headers(f"127.0.0.1:{port}"), third)
+            assert await asyncio.wait_for(third.status, 10) == 503
+            assert "connection_limit_reached" in third.headers["proxy-status"]
+            other.reset(third.stream_id)         # frees its HTTP/2 stream slot
+            session.link.end(first.stream_id)
+            assert await asyncio.wait_for(first.ended, 10)
+            await asyncio.sleep(0.1)
+            fourth = Flow(other)
+            fourth.stream_id = other.open(session.connect_headers(f"127.0.0.1:{port}"), fourth)
+            assert await asyncio.wait_for(fourth.status, 10) == 200
+            other.close()
+            await session.logout()
+        server.close()
+    run(main())
+
+
+def test_the_gateway_raises_its_open_files_limit_to_the_hard_limit():
+    """Every flow holds a socket; a soft limit of 1024 would let one user's flows stop the
+    gateway accepting anyone else, so the gateway takes all the hard limit allows."""
+    import resource
+    from gateway_stub.server import raise_fd_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard) - 1, hard))
+    try:
+        assert raise_fd_limit() == hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
