@@ -94,7 +94,10 @@ def _read_password(from_stdin: bool) -> str:
         return line.rstrip("\r\n")
     if not sys.stdin.isatty():
         raise UsageError("no terminal to ask for the password: use --password-stdin")
-    return getpass.getpass("Password: ")
+    try:
+        return getpass.getpass("Password: ")
+    except EOFError:  # Ctrl-D
+        raise UsageError("no password given") from None
 
 
 class TerminalPrompter:
@@ -107,7 +110,10 @@ class TerminalPrompter:
     async def one_time_code(self, prompt: str) -> str | None:
         loop = asyncio.get_running_loop()
         if sys.stdin.isatty():
-            line = await loop.run_in_executor(None, input, f"{prompt}: ")
+            try:
+                line = await loop.run_in_executor(None, input, f"{prompt}: ")
+            except EOFError:  # Ctrl-D: no code, the login is cancelled with a clear message
+                return None
         else:
             line = await loop.run_in_executor(None, sys.stdin.readline)
         line = line.strip()
@@ -119,6 +125,10 @@ class TerminalPrompter:
 
 def _journal(state_dir: pathlib.Path) -> pathlib.Path:
     return state_dir / "host-changes.json"
+
+
+def _dns_journal(state_dir: pathlib.Path) -> pathlib.Path:
+    return state_dir / "dns-changes.json"
 
 
 def _connect(args: argparse.Namespace) -> int:
@@ -137,7 +147,7 @@ def _connect(args: argparse.Namespace) -> int:
     password = _read_password(args.password_stdin)
     args.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     journal = _journal(args.state_dir)
-    dns_journal = args.state_dir / "dns-changes.json"
+    dns_journal = _dns_journal(args.state_dir)
     recovered = RouteManager.recover(journal)
     recovered = DnsManager.recover(dns_journal) or recovered
     if recovered:
@@ -187,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "connect":
             return _connect_command(args)
         if args.command == "recover":
+            if os.geteuid() != 0:
+                raise UsageError("recover needs root (it removes routes and restores DNS settings)")
+            from client.dns import DnsManager
             from client.routes import RouteManager
             done = RouteManager.recover(_journal(args.state_dir))
+            done = DnsManager.recover(_dns_journal(args.state_dir)) or done
             print("restored host changes" if done else "nothing to restore")
             return 0
         from client.control import commands

@@ -203,8 +203,8 @@ class DnsManager:
         return bool(self._items)
 
     def _record(self, item: dict) -> None:
+        self._journal.write([*self._items, item])
         self._items.append(item)
-        self._journal.write(self._items)
 
     def _apply_resolved(self, state: DnsState) -> None:
         for item in list(self._items):
@@ -235,8 +235,9 @@ class DnsManager:
         if resolver.encode(written) == current:
             return
         item = {**item, "written": written}
-        self._items = [i for i in self._items if i["kind"] != "file"] + [item]
-        self._journal.write(self._items)  # write down first, then change
+        items = [i for i in self._items if i["kind"] != "file"] + [item]
+        self._journal.write(items)  # write down first, then change
+        self._items = items
         resolver.write_in_place(path, resolver.encode(written))
         log.info("DNS for %s in %s: servers %s, search %s", state.interface, path,
                  ", ".join(map(str, state.servers)) or "-", ", ".join(state.search) or "-")

@@ -134,14 +134,17 @@ class Engine:
         opts = self.options
         self._set(State.CONNECTING, str(opts.gateway))
         try:
-            self.session = await self._open_session()
-            self._password = ""
-            self._set(State.CONFIGURING)
-            self._configure(self.session)
-            cfg = self.session.config
-            self._set(State.CONNECTED, "address {} networks {}".format(
-                cfg.address or self._tun_address(), ",".join(map(str, cfg.include)) or "none"))
-            await self._stay_connected(stop)
+            try:
+                self.session = await self._log_in(stop)
+            finally:
+                self._password = ""  # not needed any more, whatever happened
+            if self.session is not None:  # None: stopped while logging in
+                self._set(State.CONFIGURING)
+                self._configure(self.session)
+                cfg = self.session.config
+                self._set(State.CONNECTED, "address {} networks {}".format(
+                    cfg.address or self._tun_address(), ",".join(map(str, cfg.include)) or "none"))
+                await self._stay_connected(stop)
         except ClientError as exc:
             self._teardown()
             self._set(State.FAILED, str(exc))
@@ -151,10 +154,34 @@ class Engine:
             self._set(State.FAILED, "interrupted")
             raise
         self._set(State.DISCONNECTING)
-        if self.session is not None:
-            await self.session.logout()
+        try:
+            if self.session is not None:
+                await self.session.logout()
+        except BaseException:
+            # Cancelled (a second stop, the service shutting down) or failed while
+            # logging out: the host must still be put back.
+            self._teardown()
+            self._set(State.FAILED, "interrupted while disconnecting")
+            raise
         self._teardown()
         self._set(State.DISCONNECTED)
+
+    async def _log_in(self, stop: asyncio.Event) -> GatewaySession | None:
+        """The logged-in session, or None when ``stop`` is set first: Ctrl-C or SIGTERM
+        while connecting ends the attempt at once instead of after the login timeouts."""
+        login = asyncio.ensure_future(self._open_session())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({login, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            login.cancel()
+            raise
+        finally:
+            stopper.cancel()
+        if not login.done():
+            login.cancel()  # open_session closes its link when cancelled
+            await asyncio.wait({login})
+        return None if login.cancelled() else login.result()
 
     def _authenticating(self) -> None:
         if self.state is State.CONNECTING:
@@ -292,7 +319,10 @@ class Engine:
     def _teardown(self) -> None:
         """Undo everything; never raises (failures are logged)."""
         if self._datapath is not None:
-            self._datapath.close()
+            try:
+                self._datapath.close()
+            except Exception as exc:  # the host changes below must be undone all the same
+                log.warning("closing the packet paths failed: %s", exc)
             self._datapath = None
         if self.session is not None and self.session.link.is_open:
             self.session.link.close("disconnecting")
@@ -306,8 +336,14 @@ class Engine:
         except Exception as exc:  # restore() logs each item itself; this is a last resort
             log.warning("restoring routes failed: %s", exc)
         if self._tun is not None:
-            self._tun.close()           # takes the qdisc and the BPF filter with it
+            try:
+                self._tun.close()       # takes the qdisc and the BPF filter with it
+            except OSError as exc:
+                log.warning("closing the TUN device failed: %s", exc)
             self._tun = None
         if self._fast_path is not None:
-            self._fast_path.close()
+            try:
+                self._fast_path.close()
+            except OSError as exc:
+                log.warning("closing the in-kernel fast path failed: %s", exc)
             self._fast_path = None

@@ -14,11 +14,14 @@ are about to change *before* changing it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import pathlib
 import typing
+
+from client.errors import HostSetupError
 
 __all__ = ["Journal", "owner_alive", "process_start"]
 
@@ -72,17 +75,32 @@ class Journal:
         return self.owner().get("pid") == os.getpid()
 
     def write(self, items: list[dict]) -> None:
-        """Replace the item list atomically and durably, with us as the owner."""
+        """Replace the item list atomically and durably, with us as the owner.
+
+        Raises HostSetupError, changing nothing, when the journal belongs to
+        another process that is still running (a second client must never
+        overwrite the first one's record). The check and the rename happen
+        under a lock, so two processes starting at once cannot both claim it.
+        """
         pid = os.getpid()
         doc = {"version": JOURNAL_VERSION, "owner": {"pid": pid, "start": process_start(pid)}, "items": items}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            owner = self.owner()
+            if owner.get("pid") != pid and owner_alive(owner):
+                raise HostSetupError(f"{self.what} journal {self.path} is in use by running process "
+                                     f"{owner['pid']}")
+            tmp = self.path.with_name(f"{self.path.name}.{pid}.tmp")  # never shared with another writer
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            os.close(lock)  # releases the lock
         self._sync_dir()
 
     def orphaned(self) -> list[dict] | None:
@@ -119,8 +137,11 @@ class Journal:
             try:
                 undo_one(item)
             except Exception as exc:  # each failure is reported; the others still go
-                log.warning("could not undo %s change %s: %s", self.what, describe(item), exc)
-            self.write(remaining)
+                log.warning("could not undo %s change %s: %s", self.what, _described(describe, item), exc)
+            try:
+                self.write(remaining)
+            except OSError as exc:  # e.g. a full disk: the host still comes first
+                log.warning("could not record undo progress in %s: %s", self.path, exc)
         self.remove()
 
     def remove(self) -> None:
@@ -136,3 +157,11 @@ class Journal:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _described(describe: typing.Callable[[dict], str], item: object) -> str:
+    """``describe(item)``, or its repr when the item is too malformed to describe."""
+    try:
+        return describe(item)
+    except Exception:  # a damaged journal must not stop the undo of the other items
+        return repr(item)

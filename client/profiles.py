@@ -133,6 +133,10 @@ class ProfileStore:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ProfileError(f"{self.path}: {exc}") from None  # the message names line and column
+        unknown = sorted(set(doc) - {"profile"})
+        if unknown:  # refused, not ignored: the next save would silently drop them
+            raise ProfileError(f"{self.path}: unknown top-level key(s) {', '.join(unknown)} "
+                               "(only [[profile]] tables belong here)")
         tables = doc.get("profile", [])
         if not isinstance(tables, list):
             raise ProfileError(f"{self.path}: profiles must be [[profile]] tables")

@@ -209,8 +209,8 @@ class RouteManager:
 
         owned = any(_key(i) == _key(item) for i in self._items)
         if not owned:
+            self._journal.write([*self._items, item])  # write down first, then change
             self._items.append(item)
-            self._journal.write(self._items)  # write down first, then change
         try:
             _add(ipr, item)
             log.info("added %s", _describe(item))

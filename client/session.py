@@ -105,7 +105,7 @@ class ClientConfig:
                 resources=tuple(str(r) for r in doc.get("resources", [])),
                 session=str(doc.get("session", "")),
             )
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:  # Overflow: int(Infinity)
             raise GatewayProtocolError(f"the gateway sent an invalid config: {exc}") from None
 
 

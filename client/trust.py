@@ -47,6 +47,12 @@ class Trust:
             raise UsageError(f"pin {self.pin!r} is not of the form sha256:<64 hex digits>")
         if self.ca_file is not None and not self.ca_file.is_file():
             raise UsageError(f"CA file {self.ca_file} does not exist")
+        if self.ca_file is not None:
+            try:  # now, so a bad file is a clear error rather than a crash at connect time
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(self.ca_file))
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise UsageError(f"CA file {self.ca_file} could not be read as PEM certificates "
+                                 f"({getattr(exc, 'reason', None) or exc})") from None
         if self.ca_pem is not None:
             _load_ca_pem(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), self.ca_pem)
 

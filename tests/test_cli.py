@@ -167,3 +167,48 @@ def test_usage_errors_exit_2(capsys):
         cli.main(["connect"])
     assert info.value.code == 2
     assert cli.main(["connect", "https://gw.example", "--foreground", "--password-stdin"]) == 2
+
+
+def test_recover_undoes_dns_changes_left_by_a_killed_client(tmp_path, capsys):
+    """`tunnelgate recover` puts back the resolver file a killed client rewrote, not only its routes."""
+    import json
+    resolver = tmp_path / "resolv.conf"
+    resolver.write_text("nameserver 10.77.0.53\nnameserver 192.0.2.1\n")
+    item = {"kind": "file", "path": str(resolver), "original": "nameserver 192.0.2.1\n",
+            "written": "nameserver 10.77.0.53\nnameserver 192.0.2.1\n"}
+    journal = tmp_path / "state" / "dns-changes.json"
+    journal.parent.mkdir()
+    journal.write_text(json.dumps({"version": 1, "owner": {"pid": 999999999, "start": 0},
+                                   "items": [item]}))
+    assert cli.main(["recover", "--state-dir", str(tmp_path / "state")]) == 0
+    assert capsys.readouterr().out.strip() == "restored host changes"
+    assert resolver.read_text() == "nameserver 192.0.2.1\n" and not journal.exists()
+
+
+def test_ctrl_d_at_the_one_time_code_prompt_cancels_cleanly(monkeypatch):
+    """End of input at the terminal's one-time-code prompt means "no code" (a clear login
+    failure), not an EOFError traceback."""
+    class TerminalAtEof(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(sys, "stdin", TerminalAtEof(""))
+    assert asyncio.run(cli.TerminalPrompter().one_time_code("One-time code")) is None
+
+
+def test_profile_remove_says_when_the_keyring_keeps_the_password(profiles, capsys):
+    """Removing a profile when the keyring cannot be reached warns that the password stays there."""
+    from tests.client.test_profiles import NoKeyring
+    assert cli.main(["profiles", "add", "lab", "--gateway", "https://10.0.0.1", "--user", "bob"]) == 0
+    keyring.set_keyring(NoKeyring())
+    assert cli.main(["profiles", "remove", "lab"]) == 0
+    captured = capsys.readouterr()
+    assert "removed profile lab" in captured.out
+    assert "could not be removed from the keyring" in captured.err and profiles.load() == []
+
+
+def test_recover_without_root_is_a_one_line_usage_error(tmp_path, monkeypatch, capsys):
+    """`tunnelgate recover` as a normal user says it needs root (exit 2) instead of failing
+    on the root-only state folder with a traceback or claiming there was nothing to restore."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert cli.main(["recover", "--state-dir", str(tmp_path)]) == 2
+    assert "recover needs root" in capsys.readouterr().err

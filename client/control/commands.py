@@ -210,8 +210,9 @@ def profiles(args: argparse.Namespace) -> int:
         store.remove(args.name)
         try:
             PasswordStore().delete(profile.name, profile.username)
-        except KeyringUnavailable:
-            pass
+        except KeyringUnavailable as exc:  # say so: the secret stays behind
+            print(f"tunnelgate: warning: the saved password of {args.name} could not be removed "
+                  f"from the keyring: {exc}", file=sys.stderr)
         print(f"removed profile {args.name}")
         return 0
     if args.action == "set-password":

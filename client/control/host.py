@@ -53,6 +53,7 @@ class _Attempt:
     username: str
     profile: str | None
     engine: typing.Any
+    owner: int | None = None
     task: asyncio.Task | None = None
     connected_since: float | None = None
     stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
@@ -121,11 +122,12 @@ class EngineHost:
         return (task is not None and not task.done()) or self.state in _ACTIVE
 
     async def connect(self, gateway: str, username: str, password: str, *, ca_pem: str | None = None,
-                      pin: str | None = None, profile: str | None = None) -> None:
+                      pin: str | None = None, profile: str | None = None, owner: int | None = None) -> None:
         """Start a connection attempt; returns at once. Raises Busy or UsageError.
 
         ``ca_pem`` is the PEM text of the CA certificate(s): the service never
-        opens a path given by a user.
+        opens a path given by a user. ``owner`` is the uid that asked: only it
+        (or root) may answer the attempt's questions.
         """
         if self.busy:
             raise Busy(f"already {self.state.value} to {self._attempt.gateway}; disconnect first")
@@ -145,7 +147,8 @@ class EngineHost:
             on_state=self._on_state, prompter=_HostPrompter(self))
         self.error = None
         self._rates = (0.0, 0.0)
-        self._attempt = _Attempt(gateway=address, username=username, profile=profile, engine=engine)
+        self._attempt = _Attempt(gateway=address, username=username, profile=profile, engine=engine,
+                                 owner=owner)
         self._attempt.task = asyncio.get_running_loop().create_task(self._run(self._attempt))
 
     async def disconnect(self) -> None:
@@ -163,15 +166,27 @@ class EngineHost:
             self._set(State.DISCONNECTED, "")
         self.secrets = set()
 
-    def answer(self, kind: str, id: str, value: str) -> None:
-        """Answer a pending question; raises NoSuchQuestion."""
+    def answer(self, kind: str, id: str, value: str, *, uid: int | None = None) -> None:
+        """Answer a pending question as ``uid`` (None: unchecked); raises NoSuchQuestion.
+
+        Only the user who started the attempt, or root, may answer: another member
+        of the group must not trust a certificate for them (their password follows).
+        """
         question = self._questions.get(id) if isinstance(id, str) else None
         if question is None or question.kind != kind or question.future.done():
             raise NoSuchQuestion(f"no pending {kind} question with id {id!r} "
                                  "(already answered, or it expired)")
+        if not self.privy(uid):
+            raise NoSuchQuestion(f"the {kind} question {id!r} was asked of another user")
         if kind == "challenge" and value:
             self.secrets.add(value)
         question.future.set_result(value)
+
+    def privy(self, uid: int | None) -> bool:
+        """Whether ``uid`` may act on, or see secrets of, the current attempt: root, the
+        user who started it (None: unchecked), or anyone when there is no owner."""
+        owner = self._attempt.owner if self._attempt else None
+        return uid in (None, 0) or owner is None or uid == owner
 
     async def shutdown(self) -> None:
         """Disconnect for good (the service is stopping)."""

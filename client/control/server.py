@@ -117,6 +117,7 @@ class _Peer:
         self.calls = asyncio.Semaphore(CALLS_IN_FLIGHT)
         self.dropped = False
         self.writer_task: asyncio.Task | None = None
+        self.uid: int | None = None
 
     def send(self, message: p.Message) -> bool:
         """Queue one message; a peer whose queue is full is dropped. False if dropped."""
@@ -225,14 +226,17 @@ class ControlServer:
 
     def broadcast(self, method: str, params: dict) -> int:
         """Send a notification to every subscriber; returns how many got it."""
+        peers = [peer for peer in self._peers if peer.subscribed]
         if method == "log":
             message = params["message"]
             for secret in self.host.secrets:
                 if secret:
                     message = message.replace(secret, "***")
+            if message != params["message"]:   # where the stars stand tells the secret
+                peers = [peer for peer in peers if self.host.privy(peer.uid)]
             params = {**params, "message": message}
         note = p.Notification(method=method, params=params)
-        return sum(peer.send(note) for peer in list(self._peers) if peer.subscribed)
+        return sum(peer.send(note) for peer in peers)
 
     # -- connections ---------------------------------------------------------
 
@@ -269,6 +273,7 @@ class ControlServer:
             writer.close()
             return
         peer = _Peer(self, reader, writer, f"pid {pid} uid {uid}")
+        peer.uid = uid
         refusal = check_peer(uid, gid, self.group)
         if refusal is None and len(self._peers) >= self.max_clients:
             refusal = f"too many control clients (at most {self.max_clients})"
@@ -368,7 +373,7 @@ class ControlServer:
         if method == "connect":
             call = ConnectParams.read(params)
             await self.host.connect(call.gateway, call.username, call.password, ca_pem=call.ca_pem,
-                                    pin=call.pin, profile=call.profile)
+                                    pin=call.pin, profile=call.profile, owner=peer.uid)
             return {}
         if method == "disconnect":
             await self.host.disconnect()
@@ -381,10 +386,10 @@ class ControlServer:
             peer.stats_task = asyncio.ensure_future(self._send_stats(peer, interval))
             return {}
         if method == "answer_challenge":
-            self.host.answer("challenge", string(params, "id"), string(params, "response"))
+            self.host.answer("challenge", string(params, "id"), string(params, "response"), uid=peer.uid)
             return {}
         if method == "answer_certificate":
-            self.host.answer("certificate", string(params, "id"), decision(params))
+            self.host.answer("certificate", string(params, "id"), decision(params), uid=peer.uid)
             return {}
         raise p.ProtocolError(p.METHOD_NOT_FOUND, f"no method {method!r}")
 

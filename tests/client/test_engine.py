@@ -4,7 +4,7 @@ TUN, routes and DNS: no namespaces needed (the gateway's ICMP test needs root)."
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import logging
 import os
 import socket
 
@@ -20,97 +20,9 @@ from client.session import GatewayAddress
 from client.states import State
 from client.trust import Trust
 from client.tun import MemoryTun
-from gateway_stub.config import load_config
-from gateway_stub.server import Gateway
+from tests.client.engine_rig import APP, REFLECT, RST, SYN, Prompts, Rig, open_and_closed_ports, run
 from tests.client.packets import fields, tcp_packet, udp_packet
-from tests.support import PASSWORDS, TOTP_SECRET, UdpEcho, write_gateway
-
-REFLECT = ipaddress.IPv4Network("127.77.0.0/30")   # loopback: bindable without configuring
-APP = "127.77.0.1"
-SYN, RST = 0x02, 0x04
-
-
-class Prompts:
-    """A prompter that answers from a script and counts the questions."""
-
-    def __init__(self, codes=(), decision="cancel") -> None:
-        self.codes = list(codes)
-        self.decision = decision
-        self.asked_codes = 0
-        self.asked_certs = []
-
-    async def one_time_code(self, prompt):
-        self.asked_codes += 1
-        return self.codes.pop(0) if self.codes else None
-
-    async def trust_certificate(self, info):
-        self.asked_certs.append(info)
-        return self.decision
-
-
-class Rig:
-    """Gateway on loopback plus an engine with fakes, for one test."""
-
-    def __init__(self, tmp_path, *, user="alice", prompter=None, trust=None, dns=True) -> None:
-        extra = '[dns]\nservers = ["127.0.0.53"]\nsearch = ["corp.example"]\n' if dns else ""
-        self.setup = write_gateway(tmp_path, listen="127.0.0.1:0", hosts=["127.0.0.1"],
-                                   allowed_networks=["127.0.0.0/8"], extra=extra)
-        self.gateway = Gateway(load_config(self.setup.config))
-        self.user, self.prompter, self.trust = user, prompter, trust
-        self.tun = MemoryTun()
-        self.routes, self.dns = MemoryRoutes(), MemoryDns()
-        self.states: list[tuple[State, str]] = []
-
-    async def start(self) -> Engine:
-        (host, port), *_ = await self.gateway.start()
-        options = EngineOptions(gateway=GatewayAddress(host, port),
-                                trust=self.trust or Trust(ca_file=self.setup.certs.ca_cert),
-                                username=self.user, reflect_network=REFLECT,
-                                reconnect_delays=(0.1, 0.2))
-        self.engine = Engine(options, PASSWORDS[self.user], tun_factory=lambda mtu: self.tun,
-                             routes=self.routes, dns=self.dns, prompter=self.prompter,
-                             on_state=lambda s, d: self.states.append((s, d)))
-        self.stop = asyncio.Event()
-        self.task = asyncio.ensure_future(self.engine.run(self.stop))
-        return self.engine
-
-    async def connected(self) -> None:
-        for _ in range(200):
-            if self.engine.state is State.CONNECTED or self.task.done():
-                break
-            await asyncio.sleep(0.02)
-        if self.task.done():
-            self.task.result()
-        assert self.engine.state is State.CONNECTED
-
-    async def written(self, predicate, timeout=5.0) -> bytes:
-        """Wait for a packet the engine wrote to the TUN."""
-        for _ in range(int(timeout / 0.02)):
-            for packet in self.tun.written:
-                if predicate(packet):
-                    return packet
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no such packet among {len(self.tun.written)} written")
-
-    async def close(self) -> None:
-        self.stop.set()
-        try:
-            await asyncio.wait_for(self.task, 10)
-        finally:
-            self.gateway.close()
-
-
-def open_and_closed_ports() -> tuple[socket.socket, int, int]:
-    """A listening socket, its port, and a loopback port nothing listens on."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    closed = socket.create_server(("127.0.0.1", 0))
-    closed_port = closed.getsockname()[1]
-    closed.close()
-    return listener, listener.getsockname()[1], closed_port
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
+from tests.support import TOTP_SECRET, UdpEcho
 
 
 def test_connect_applies_pushed_state_and_disconnect_restores_it(tmp_path):
@@ -292,4 +204,76 @@ def test_answered_flows_keep_no_timer_armed(tmp_path):
         assert _armed("_answer_timeout") == 0 and _armed("_attach_timeout") == 1
         await rig.close()
         listener.close()
+    run(main())
+
+
+def test_cancelled_while_logging_out_still_restores_the_host(tmp_path):
+    """If the engine is cancelled during its logout (a second disconnect, the service
+    stopping), the routes, DNS and TUN are still put back."""
+    async def main():
+        rig = Rig(tmp_path)
+
+        class CancelWhenDisconnecting(list):
+            def append(self, item):
+                super().append(item)
+                if item[0] is State.DISCONNECTING:
+                    rig.task.cancel()   # lands on the logout's await
+        rig.states = CancelWhenDisconnecting()
+        await rig.start()
+        await rig.connected()
+        rig.stop.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(rig.task, 10)
+        rig.gateway.close()
+        assert rig.routes.state is None and rig.routes.restore_count == 1
+        assert rig.dns.state is None and rig.dns.restore_count == 1
+        assert rig.tun.closed
+    run(main())
+
+
+def test_a_failing_packet_path_close_does_not_skip_the_host_restore(tmp_path, monkeypatch, caplog):
+    """If closing the datapath raises during teardown, DNS, routes and the TUN are still undone
+    and the failure is logged at WARNING."""
+    from client.datapath import Datapath
+
+    def broken_close(self):
+        raise RuntimeError("boom in close")
+    monkeypatch.setattr(Datapath, "close", broken_close)
+
+    async def main():
+        rig = Rig(tmp_path)
+        await rig.start()
+        await rig.connected()
+        with caplog.at_level(logging.WARNING, logger="client.engine"):
+            await rig.close()
+        assert rig.engine.state is State.DISCONNECTED
+        assert rig.routes.state is None and rig.routes.restore_count == 1
+        assert rig.dns.state is None and rig.dns.restore_count == 1 and rig.tun.closed
+        assert any(r.levelno == logging.WARNING and "boom in close" in r.getMessage() for r in caplog.records)
+    run(main())
+
+
+def test_stop_while_connecting_ends_the_attempt_at_once(tmp_path):
+    """Ctrl-C / SIGTERM (stop) while the gateway has not answered the TLS handshake ends the
+    attempt promptly as disconnected, without waiting out the 10 s timeout or touching the host."""
+    async def main():
+        async def silent(reader, writer):
+            await reader.read()   # accept TCP, never answer TLS
+            writer.close()
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        routes, dns, states = MemoryRoutes(), MemoryDns(), []
+        engine = Engine(EngineOptions(gateway=GatewayAddress("127.0.0.1", port), trust=Trust(),
+                                      username="alice", reflect_network=REFLECT),
+                        "pw", tun_factory=lambda mtu: MemoryTun(), routes=routes, dns=dns,
+                        on_state=lambda s, d: states.append(s))
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(engine.run(stop))
+        await asyncio.sleep(0.3)
+        assert engine.state is State.CONNECTING
+        stop.set()
+        await asyncio.wait_for(task, 3)
+        server.close()
+        assert states == [State.CONNECTING, State.DISCONNECTING, State.DISCONNECTED]
+        assert routes.applied == [] and dns.applied == []
     run(main())

@@ -151,3 +151,17 @@ def test_no_keyring_backend_is_said_clearly():
             PasswordStore().set("work", "alice", "x")
     finally:
         keyring.set_keyring(previous)
+
+
+def test_unknown_top_level_data_is_reported_and_never_dropped(tmp_path):
+    """A table the store does not know is an error naming the file and the key; saving
+    another profile then fails instead of rewriting the file without the user's data."""
+    path = tmp_path / "profiles.toml"
+    text = '[settings]\ntheme = "dark"\n\n[[profile]]\nname = "w"\ngateway = "https://gw"\nusername = "a"\n'
+    path.write_text(text)
+    store = ProfileStore(path)
+    with pytest.raises(ProfileError, match=r"profiles\.toml.*settings"):
+        store.load()
+    with pytest.raises(ProfileError):
+        store.save(Profile(name="x", gateway="https://gw2", username="b"))
+    assert path.read_text() == text

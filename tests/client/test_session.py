@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from client.errors import GatewayProtocolError, UsageError
@@ -33,6 +35,6 @@ def test_config_document_is_validated():
                                    "dns": {"servers": ["10.77.0.53"], "search": ["corp.example"]}})
     assert str(good.include[0]) == "10.77.0.0/24" and good.mtu == 65000
     for bad in ({"include": ["10.77.0.1/24"]}, {"include": "x"}, {"mtu": "big"}, [], None,
-                {"dns": {"servers": ["not an address"]}}):
+                {"dns": {"servers": ["not an address"]}}, json.loads('{"mtu": Infinity}')):
         with pytest.raises(GatewayProtocolError):
             ClientConfig.from_json(bad)

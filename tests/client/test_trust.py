@@ -113,3 +113,11 @@ def test_missing_ca_file_is_refused(tmp_path):
     """A CA file that does not exist is a UsageError naming it (the CLI's own argument)."""
     with pytest.raises(UsageError, match="missing.pem"):
         Trust(ca_file=tmp_path / "missing.pem")
+
+
+def test_ca_file_without_certificates_is_refused_naming_it(tmp_path):
+    """A CA file that holds no certificate is a UsageError naming it, not an ssl.SSLError at connect time."""
+    bad = tmp_path / "notes.txt"
+    bad.write_text("this is not a certificate\n")
+    with pytest.raises(UsageError, match="notes.txt could not be read"):
+        Trust(ca_file=bad)

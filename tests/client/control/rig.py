@@ -121,8 +121,9 @@ def real_service(tmp_path: pathlib.Path) -> Service:
                    reflect_network=ipaddress.IPv4Network("127.0.0.0/30"))
 
 
-def as_nobody(path: pathlib.Path) -> str:
-    """Fork; the child drops to nobody and opens a ControlClient; returns what it got.
+def as_nobody(path: pathlib.Path, act=None) -> str:
+    """Fork; the child drops to nobody, opens a ControlClient and returns what
+    ``await act(client)`` returns ("allowed" without ``act``), or how opening failed.
 
     A forked child rather than a new interpreter: the interpreter may live
     where nobody cannot read it (e.g. under /root), and SO_PEERCRED records
@@ -144,8 +145,10 @@ def as_nobody(path: pathlib.Path) -> str:
                     return f"not-allowed {exc.code} {exc}"
                 except Exception as exc:
                     return f"other {type(exc).__name__} {exc}"
-                await client.close()
-                return "allowed"
+                try:
+                    return "allowed" if act is None else await act(client)
+                finally:
+                    await client.close()
             result = asyncio.run(attempt())
         except BaseException as exc:
             result = f"crash {exc!r}"
