@@ -2,8 +2,10 @@
 
 Runs Qt and asyncio on one thread with qasync. The app lives until "Quit"
 (or, without a tray, until the status window closes); then it closes its
-connection to the service (the VPN session itself stays up: the service
-owns it) and exits with status 0.
+connection to the service and exits with status 0. The VPN session itself
+belongs to the service: "Quit" while a session is up or being made asks
+whether to disconnect first (a signal, SIGTERM at logout, does not ask and
+leaves the session as it is).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
 from client.control.client import ControlClient
 from client.profiles import PasswordStore, ProfileStore
-from gui.controller import Controller
+from gui.controller import IDLE_STATES, Controller
 from gui.icons import app_icon
 from gui.preferences import PreferencesDialog
 from gui.prompts import DialogPrompts
@@ -67,12 +69,13 @@ class App:
         c, w = self.controller, self.status_window
         feed_status_window(c, w)
         self.preferences = None
+        self._quit_question: asyncio.Task | None = None
         self.tray = None
         if not args.no_tray and QSystemTrayIcon.isSystemTrayAvailable():
             self.tray = Tray(c)
             self.tray.statusRequested.connect(self.show_status)
             self.tray.preferencesRequested.connect(self.show_preferences)
-            self.tray.quitRequested.connect(self.quit)
+            self.tray.quitRequested.connect(self.request_quit)
             self.tray.show()
         else:
             if not args.no_tray:
@@ -101,8 +104,28 @@ class App:
         self.preferences.deleteLater()
         self.preferences = None
 
+    def request_quit(self) -> None:
+        """The user chose Quit: ask first when a session is up or being made."""
+        if self._quit_question is not None and not self._quit_question.done():
+            self.prompts.raise_current()
+            return
+        self._quit_question = self.controller.spawn(self._confirm_quit())
+
+    async def _confirm_quit(self) -> None:
+        c = self.controller
+        if c.client is not None and c.state not in IDLE_STATES:
+            profile = c.status.get("profile") or c.status.get("gateway") or "the VPN"
+            what = (f"Tunnelgate is connected to {profile}." if c.state == "connected"
+                    else f"Tunnelgate is {c.state} ({profile}).")
+            answer = await self.prompts.quit_while_connected(what)
+            if answer == "cancel":
+                return
+            if answer == "disconnect":
+                await c.disconnect()
+        self.quit()
+
     def quit(self) -> None:
-        """End the run (the VPN session, owned by the service, stays as it is)."""
+        """End the run now (the VPN session, owned by the service, stays as it is)."""
         if not self.done.done():
             self.done.set_result(None)
 

@@ -43,6 +43,7 @@ class CertificateDialog(QDialog):
             "Check the fingerprint with your administrator before trusting it.")
         heading.setWordWrap(True)
         self.reason = QLabel(info.get("reason", ""))
+        self.reason.setTextFormat(Qt.TextFormat.PlainText)   # from the server: never markup
         self.reason.setWordWrap(True)
         self.host = self._value(info.get("host", ""))
         self.subject = self._value(info.get("subject", ""))
@@ -98,6 +99,7 @@ class CertificateDialog(QDialog):
     @staticmethod
     def _value(text: str) -> QLabel:
         label = QLabel(text)
+        label.setTextFormat(Qt.TextFormat.PlainText)   # from the certificate: never markup
         label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
                                       | Qt.TextInteractionFlag.TextSelectableByKeyboard)
         label.setWordWrap(True)

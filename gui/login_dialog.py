@@ -2,13 +2,15 @@
 
 OK stays disabled until both fields hold something. "Remember password"
 only reports the user's choice: the caller stores the password in the
-keyring (PasswordStore) once the dialog is accepted.
+keyring (PasswordStore) once the gateway has accepted it. ``error`` says why
+the dialog asks again (the gateway refused the last password).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QVBoxLayout, QWidget,
 )
@@ -32,13 +34,19 @@ class LoginDialog(QDialog):
     """User name, password and "Remember password", with OK and Cancel."""
 
     def __init__(self, profile: str, gateway: str, username: str = "",
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, error: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle(f"Tunnelgate — sign in to {profile}")
         self.setWindowIcon(app_icon())
         self.setMinimumWidth(380)
 
         intro = QLabel(f"Sign in to <b>{_escape(gateway)}</b>")
+        self.error = QLabel(error)
+        self.error.setTextFormat(Qt.TextFormat.PlainText)
+        self.error.setObjectName("error")
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color: #b3261e")
+        self.error.setVisible(bool(error))
         self.username = QLineEdit(username)
         self.username.setObjectName("username")
         self.password = QLineEdit()
@@ -57,6 +65,7 @@ class LoginDialog(QDialog):
         form.addRow("", self.remember)
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
+        layout.addWidget(self.error)
         layout.addLayout(form)
         layout.addWidget(self.buttons)
 

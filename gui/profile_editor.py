@@ -7,6 +7,8 @@ profile is valid and its name is not taken by another profile.
 
 from __future__ import annotations
 
+import os
+
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
     QLabel, QLineEdit, QPushButton, QRadioButton, QVBoxLayout, QWidget,
@@ -97,6 +99,8 @@ class ProfileEditor(QDialog):
             return f"a profile named {profile.name!r} already exists"
         if self.trust_ca.isChecked() and not profile.ca:
             return "choose the CA file, or trust the system CA store"
+        if profile.ca and not os.path.isfile(profile.ca):   # read as given when connecting
+            return f"there is no file {profile.ca}"
         if self.trust_pin.isChecked() and not profile.pin:
             return "enter the fingerprint to pin, or trust the system CA store"
         return None

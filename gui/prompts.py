@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QDialog, QWidget
+from PySide6.QtWidgets import QDialog, QMessageBox, QWidget
 
 from gui.cert_dialog import CANCEL, CertificateDialog
+from gui.icons import app_icon
 from gui.login_dialog import Credentials, LoginDialog
 from gui.otp_dialog import OtpDialog
 
@@ -31,9 +32,10 @@ class DialogPrompts(QObject):
         self.current: QDialog | None = None
         """The dialog waiting for the user, if any."""
 
-    async def login(self, profile: str, gateway: str, username: str) -> Credentials | None:
-        """User name and password for a profile; None when cancelled."""
-        dialog = LoginDialog(profile, gateway, username, self._parent_widget)
+    async def login(self, profile: str, gateway: str, username: str,
+                    error: str = "") -> Credentials | None:
+        """User name and password for a profile; None when cancelled. ``error``: why asked again."""
+        dialog = LoginDialog(profile, gateway, username, self._parent_widget, error=error)
         if await self._ask(dialog):
             return dialog.credentials()
         return None
@@ -50,6 +52,31 @@ class DialogPrompts(QObject):
         dialog = CertificateDialog(info, self._parent_widget)
         accepted = await self._ask(dialog)
         return dialog.decision() if accepted else CANCEL
+
+    async def quit_while_connected(self, what: str) -> str:
+        """``disconnect``, ``stay`` (quit, the session stays up) or ``cancel`` (do not quit).
+
+        ``what`` is where things stand, e.g. "Tunnelgate is connected to work."
+        """
+        box = QMessageBox(QMessageBox.Icon.Question, "Tunnelgate — quit",
+                          f"{what}\n\nDisconnect before quitting? If you stay connected, the "
+                          "connection keeps running without the tray icon; disconnect later "
+                          "with: tunnelgate disconnect", parent=self._parent_widget)
+        box.setWindowIcon(app_icon())
+        disconnect = box.addButton("Disconnect and quit", QMessageBox.ButtonRole.AcceptRole)
+        stay = box.addButton("Quit, stay connected", QMessageBox.ButtonRole.DestructiveRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(disconnect)
+        box.setEscapeButton(cancel)
+        await self._ask(box)
+        clicked = box.clickedButton()
+        return "disconnect" if clicked is disconnect else "stay" if clicked is stay else CANCEL
+
+    def raise_current(self) -> None:
+        """Bring the dialog waiting for the user to the front (asked again)."""
+        if self.current is not None:
+            self.current.raise_()
+            self.current.activateWindow()
 
     def cancel(self) -> None:
         """Close the dialog on screen as if the user pressed Cancel."""

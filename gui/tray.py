@@ -2,7 +2,8 @@
 
 Menu, top to bottom: a disabled line saying where things stand (or, when the
 service is not running, how to start it), "Connect <name>" for each profile
-(enabled only when idle and the service is there), "Disconnect" (enabled
+(enabled only when idle, the service is there and no login dialog is
+already asking for a connection), "Disconnect" (enabled
 while a session is up or being made), "Status…", "Preferences…", "Quit".
 The controller's notifications become balloon messages (``showMessage``).
 """
@@ -54,6 +55,7 @@ class Tray(QObject):
         controller.serviceChanged.connect(lambda *_: self.refresh())
         controller.stateChanged.connect(lambda *_: self.refresh())
         controller.statusChanged.connect(lambda *_: self.refresh())
+        controller.flowChanged.connect(lambda *_: self.refresh())
         controller.notified.connect(self.notify)
         self.rebuild()
 
@@ -109,13 +111,14 @@ class Tray(QObject):
             self.header.setText(f"Connected to {profile or c.status.get('gateway') or 'VPN'}")
             tip = f"Tunnelgate: connected ({profile})" if profile else "Tunnelgate: connected"
         elif state == "failed":
-            self.header.setText(f"Failed: {c.status.get('error') or c.status.get('detail') or ''}".rstrip(": "))
-            tip = "Tunnelgate: connection failed"
+            reason = c.status.get("error") or c.status.get("detail") or ""
+            self.header.setText(f"Failed: {reason}".rstrip(": "))
+            tip = f"Tunnelgate: connection failed — {reason}" if reason else "Tunnelgate: connection failed"
         else:
             self.header.setText(state.capitalize() + (f" ({profile})" if profile else ""))
             tip = f"Tunnelgate: {state}"
         self.icon.setToolTip(tip)
-        idle = c.available and state in IDLE_STATES
+        idle = c.is_idle()
         for action in self.connect_actions.values():
             action.setEnabled(idle)
         self.disconnect_action.setEnabled(c.available and state not in IDLE_STATES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
+import pytest
 from PySide6.QtWidgets import QLabel
 
 from gui.app import App, parse_args
@@ -39,10 +40,11 @@ def test_qt_is_imported_only_in_gui():
     assert offenders == []
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from Python 3.12 on")
 def test_void_calls_do_not_leak_references_to_none(qapp):
     """Void Qt calls keep None's reference count balanced (PySide6 6.12.0 did not; it is excluded)."""
     label = QLabel()
     before = sys.getrefcount(None)
     for i in range(5000):
         label.setText(str(i))
-    assert sys.version_info >= (3, 12) or abs(before - sys.getrefcount(None)) < 100
+    assert abs(before - sys.getrefcount(None)) < 100

@@ -126,3 +126,14 @@ def test_fingerprint_is_grouped_in_two_lines():
     text = format_fingerprint("sha256:" + "0f" * 32)
     first, second = text.split("\n")
     assert first == ":".join(["0F"] * 16) and second == ":".join(["0F"] * 16)
+
+
+def test_cert_dialog_shows_certificate_text_as_plain_text(qtbot):
+    """A subject or reason holding markup is shown as the literal text, so a certificate cannot
+    restyle the trust question (fake lines, hidden parts)."""
+    info = dict(CERT, subject="CN=<b>trusted</b><br>SHA-256: 00:11", reason="<i>verified</i>")
+    dialog = CertificateDialog(info)
+    qtbot.addWidget(dialog)
+    for label in (dialog.subject, dialog.reason, dialog.issuer, dialog.host):
+        assert label.textFormat() == Qt.TextFormat.PlainText
+    assert dialog.subject.text() == "CN=<b>trusted</b><br>SHA-256: 00:11"

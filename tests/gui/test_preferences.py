@@ -108,3 +108,19 @@ def test_remove_profile_forgets_password_after_confirming(qtbot, profiles, passw
         dialog.remove_button.click()
     assert profiles.get("otp") is None and passwords.get("otp", "carol") is None
     assert dialog.model.rowCount() == 2
+
+
+def test_editor_refuses_a_ca_file_that_is_not_there(qtbot, tmp_path):
+    """A CA file path that names no file keeps OK disabled and says so; an existing file is fine."""
+    editor = ProfileEditor()
+    qtbot.addWidget(editor)
+    editor.name.setText("lab")
+    editor.gateway.setText("https://10.0.0.1")
+    editor.username.setText("root")
+    editor.trust_ca.setChecked(True)
+    editor.ca.setText(str(tmp_path / "missing.pem"))
+    assert not editor.ok_button.isEnabled()
+    assert editor.error.text() == f"there is no file {tmp_path / 'missing.pem'}"
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    editor.ca.setText(str(tmp_path / "ca.pem"))
+    assert editor.ok_button.isEnabled() and editor.error.text() == ""

@@ -83,7 +83,7 @@ def test_login_dialog_connect_and_disconnect(gui, passwords):
     login.remember.setChecked(True)
     login.ok_button.click()
     gui.wait_state("connected")
-    assert passwords.get("work", "alice") == "pa55word"
+    gui.wait(lambda: passwords.get("work", "alice") == "pa55word")   # stored once accepted
     assert gui.tray.kind == "connected"
     assert gui.tray.action_texts()[0] == "Connected to work"
     enabled = gui.enabled()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gui.status_window import MAX_LOG_LINES, StatusWindow
-from gui.throughput_chart import ThroughputChart
+from gui.throughput_chart import IN_COLOR, OUT_COLOR, ThroughputChart
 
 STATUS = {"state": "connected", "detail": "address 10.200.0.2/24", "profile": "work",
           "gateway": "192.0.2.1:8443", "username": "alice", "address": "10.200.0.2/24",
@@ -107,15 +107,24 @@ def test_chart_keeps_only_the_last_minute(qtbot):
 
 
 def test_chart_paints_with_and_without_samples(qtbot):
-    """The chart renders empty, with one sample and with many (negative rates clamp to 0)."""
+    """The chart renders empty, with one sample and with many (negative rates clamp to 0); the lines
+    of both directions show in the plot only once there are two samples."""
     chart = ThroughputChart()
     qtbot.addWidget(chart)
     chart.resize(400, 150)
-    chart.grab()
     chart.add_sample(0.0, -5.0, 1.0)
     assert chart.samples()[0].rate_in == 0.0
-    chart.grab()
+    assert _plot_colors(chart) & {IN_COLOR.rgb(), OUT_COLOR.rgb()} == set()
     for t in range(1, 30):
-        chart.add_sample(float(t), 100.0 * t, 50.0)
+        chart.add_sample(float(t), 100.0 * t, 40.0 * t)
+    assert {IN_COLOR.rgb(), OUT_COLOR.rgb()} <= _plot_colors(chart)
+    chart.clear()
+    assert _plot_colors(chart) & {IN_COLOR.rgb(), OUT_COLOR.rgb()} == set()
+
+
+def _plot_colors(chart: ThroughputChart) -> set[int]:
+    """The colours painted inside the plot area (below the legend), as 0xAARRGGBB."""
     image = chart.grab().toImage()
-    assert image.width() == 400 and image.height() == 150
+    assert (image.width(), image.height()) == (chart.width(), chart.height())
+    return {image.pixel(x, y) for x in range(8, image.width() - 8, 2)
+            for y in range(22, image.height() - 6)}
