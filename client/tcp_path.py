@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 import typing
@@ -61,13 +62,19 @@ def bind_listeners(address: str, count: int = LISTENERS) -> list[socket.socket]:
     return listeners
 
 
+_PROXY_ERROR = re.compile(r";\s*error=([A-Za-z0-9_.*-]+)")
+
+
 def refusal_for(status: int, proxy_status: str) -> Refusal:
-    """Map the gateway's error answer to what the app should see."""
-    if status == 403 or "destination_ip_prohibited" in proxy_status:
+    """Map the gateway's error answer (its status and the ``error`` parameter of its
+    RFC 9209 ``proxy-status``, never words in the details) to what the app should see."""
+    found = _PROXY_ERROR.search(proxy_status.partition('"')[0])    # details come quoted, last
+    error = found.group(1) if found else ""
+    if status == 403 or error == "destination_ip_prohibited":
         return Refusal.PROHIBITED
-    if "connection_refused" in proxy_status:
+    if error == "connection_refused":
         return Refusal.REFUSED
-    if "destination_ip_unroutable" in proxy_status:
+    if error == "destination_ip_unroutable":
         return Refusal.NET_UNREACHABLE
     if status in (401, 407):
         return Refusal.PROHIBITED

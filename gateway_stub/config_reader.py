@@ -25,6 +25,7 @@ _NAME = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
 _PORT_RANGE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
 _INT_LIMIT = 2**31 - 1
+_MIN_SECONDS = 0.01
 _LIMITS = {
     "max_streams_per_session", "max_sessions_per_user", "connect_timeout", "idle_timeout",
     "session_idle_timeout", "max_header_bytes", "login_attempts_per_user",
@@ -162,8 +163,9 @@ def _parse_server(root: _Table, base: Path) -> ServerConfig:
             continue
         kind = float if field.type == "float" else int
         value = table.get(field.name, kind, field.default)
-        if kind is float and not (0 < value < float("inf")):
-            raise table.error(table.key(field.name), f"must be a positive number of seconds, not {value}")
+        if kind is float and not (_MIN_SECONDS <= value < float("inf")):   # tiny ones spin the loop
+            raise table.error(table.key(field.name),
+                              f"must be a positive number of seconds, at least {_MIN_SECONDS}, not {value}")
         if kind is int and value < 1:
             raise table.error(table.key(field.name), f"must be at least 1, not {value}")
         if kind is int and value > _INT_LIMIT:   # HTTP/2 SETTINGS values are 32-bit

@@ -1,4 +1,5 @@
-"""The TCP path's end of a flow, with the real engine and gateway on loopback.
+"""The TCP path: the end of a flow (with the real engine and gateway on loopback),
+and how the gateway's refusals map to what the app sees.
 
 The kernel's part (the reflected connection reaching our listener) is played
 by a real socket bound to the fake source address and the flow's NAT port.
@@ -10,6 +11,10 @@ import asyncio
 import socket
 import threading
 
+import pytest
+
+from client.reflector import Refusal
+from client.tcp_path import refusal_for
 from tests.client.engine_rig import APP, REFLECT, SYN, Rig, run
 from tests.client.packets import fields, tcp_packet
 
@@ -81,3 +86,19 @@ def test_half_closed_flow_is_held_until_the_app_has_read_everything(tmp_path):
         await rig.close()
         server.join(5)
     run(main())
+
+
+@pytest.mark.parametrize(("status", "proxy_status", "refusal"), [
+    (502, "tunnelgate; error=connection_refused", Refusal.REFUSED),
+    (502, 'tunnelgate; error=destination_ip_unroutable; details="no route"', Refusal.NET_UNREACHABLE),
+    (403, 'tunnelgate; error=destination_ip_prohibited; details="policy"', Refusal.PROHIBITED),
+    (502, 'tunnelgate; error=destination_unavailable; details="not connection_refused"',
+     Refusal.HOST_UNREACHABLE),
+    (504, 'tunnelgate; error=connection_timeout; details="x; error=connection_refused"',
+     Refusal.HOST_UNREACHABLE),
+    (401, "", Refusal.PROHIBITED),
+    (502, "garbage", Refusal.HOST_UNREACHABLE),
+])
+def test_refusal_follows_the_error_parameter_not_words_in_the_details(status, proxy_status, refusal):
+    """The app sees what the gateway's RFC 9209 error names; text in the details never counts."""
+    assert refusal_for(status, proxy_status) is refusal

@@ -142,6 +142,8 @@ def test_syntax_error_reports_file_and_line(tmp_path):
         ('listen = "0.0.0.0:8443"', 'listen = "0.0.0.0:70000"', "server.listen: port 70000 is out of range"),
         ('certificate = "gateway.crt"', 'certificate = "missing.crt"', "server.certificate: file not found"),
         ("connect_timeout = 2", "connect_timeout = -1", "server.connect_timeout: must be a positive number"),
+        ("connect_timeout = 2", "session_idle_timeout = 1e-9",
+         "server.session_idle_timeout: must be a positive number of seconds, at least 0.01"),
         ("connect_timeout = 2", 'connect_timeout = "2s"', "server.connect_timeout: must be a number, not a string"),
         ("max_streams_per_session = 50", "max_streams_per_session = true",
          "server.max_streams_per_session: must be an integer, not a boolean"),
