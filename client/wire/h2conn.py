@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 _MAX_FRAGMENTS = 64        # CONTINUATION frames in one header block
 
 
+#: Stream updates that SETTINGS changing the initial window may cause over a connection's
+#: life (a peer changes it once or twice; a flood of changes is refused).
+WINDOW_CHANGE_WORK = 1_000_000
+
+
 class _Block:
     """A header block still being continued."""
 
@@ -58,6 +63,7 @@ class Connection(Streams):
         self._cont: _Block | None = None
         self._goaway_sent = False
         self._peer_connect = False
+        self._window_work = 0              # streams re-windowed by SETTINGS so far
         ours = {f.INITIAL_WINDOW_SIZE: STREAM_WINDOW, f.MAX_FRAME_SIZE: MAX_FRAME,
                 f.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
                 f.MAX_HEADER_LIST_SIZE: max_header_list_size}
@@ -329,6 +335,11 @@ class Connection(Streams):
                 self._peer_connect = bool(value)
         self._out.append(f.SETTINGS_ACK)
         if delta:
+            # Each change walks every open stream: a flood of them is CPU for nothing.
+            self._window_work += len(self._streams)
+            if self._window_work > WINDOW_CHANGE_WORK:
+                raise ProtocolViolation("too many initial window changes",
+                                        error_code=f.ENHANCE_YOUR_CALM)
             for stream in self._streams.values():
                 stream.send_window += delta
                 if stream.send_window > f.MAX_WINDOW:

@@ -125,6 +125,18 @@ def test_bad_settings_values():
     assert ended(mux.receive(PREFACE + frame(PING, 0, 0, bytes(8)))).error_code == 0x1   # no SETTINGS first
 
 
+def test_a_flood_of_window_changes_is_cut_off():
+    """SETTINGS that keep changing the initial window while many streams are open (each
+    change walks them all) end the session with ENHANCE_YOUR_CALM; a few changes are fine."""
+    mux, enc = gateway(max_concurrent_streams=1000), hpack.Encoder()
+    assert len(of(m.RequestReceived, mux.receive(
+        b"".join(headers(sid, encoder=enc) for sid in range(1, 2001, 2))))) == 1000
+    events = mux.receive(settings_frame(INITIAL_WINDOW_SIZE=1000) + settings_frame(INITIAL_WINDOW_SIZE=2000))
+    assert not of(m.ConnectionEnded, events)
+    flood = b"".join(settings_frame(INITIAL_WINDOW_SIZE=1000 + (i & 1)) for i in range(2000))
+    assert ended(mux.receive(flood)).error_code == 0xB
+
+
 def test_stream_ids_must_be_new_odd_and_increasing():
     """Even, decreasing or reused stream ids from a client end the session."""
     for sids in ([2], [5, 3]):
