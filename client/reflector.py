@@ -14,9 +14,10 @@ used as a fake source (the kernel routes packets for ``N`` back out of the TUN).
 * The listener's ``accept()`` yields peer N:np; ``lookup(np)`` gives A:sport and D:dport.
 * Several listeners (lp0, lp1, ...) multiply the four-tuples N:np -> L:lp. Our
   socket closes first (it stands in for the server), so each connection leaves
-  its four-tuple in TIME_WAIT, and its NAT slot lingers, for 60 s: one listener
+  its four-tuple in TIME_WAIT, and its NAT slot is held, for 60 s: one listener
   caps sustained new connections near 900/s. The *slot* ``np + 65536 * i`` (for
-  listener ``lpi``) is the API's ``nat_port``, = np with a single listener.
+  listener ``lpi``) is the API's ``nat_port``, = np with a single listener
+  (``NatSlots``).
 
 A flow starts only with a bare SYN. That SYN is *held* and a ``FlowRequested``
 event asks the engine to open a stream to D:dport through the gateway: on
@@ -24,7 +25,8 @@ success ``accept_flow`` releases the SYN into the forward leg, so the app's
 connect() completes only when the real server accepted; on failure
 ``refuse_flow`` forgets the flow and returns the RST or ICMP error that D would
 have sent. Flow states: pending (SYN held) -> established -> released (the
-local socket closed; the mapping lingers for the final FIN/ACKs) -> gone.
+local socket closed; the mapping stays ``settle`` seconds for the final FIN/ACKs)
+-> gone (its slot held until ``linger`` after the release).
 Addresses and ports change, so checksums are patched with per-flow precomputed
 RFC 1624 deltas (``packet.Rewrite``). Sans-IO: time is always passed in.
 
@@ -35,10 +37,9 @@ first, so a key is never in the map for two flows. The kernel then rewrites
 every further segment itself -- except bare SYNs, which always come here --
 and this table no longer sees the flow's traffic: an offloaded flow is
 therefore never idle-expired; its lifetime follows the local socket
-(``release`` then ``linger``). Whatever the kernel passes up (a packet it
+(``release`` then ``settle``). Whatever the kernel passes up (a packet it
 cannot handle) is still rewritten here as without the fast path, until the
-flow is released: then it keeps only its keys (under load hundreds of
-thousands of flows linger), and such a packet is dropped.
+flow is released: then it keeps only its keys, and such a packet is dropped.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import struct
 import typing
 
 from client import packet as pk
+from client.nat_slots import NatSlots
 from client.reflector_types import (  # noqa: F401 - the reflector's public types live there
     Endpoint,
     FlowInfo,
@@ -108,7 +110,8 @@ class Reflector:
     def __init__(self, *, tun_address: ipaddress.IPv4Address, fake_address: ipaddress.IPv4Address,
                  listener_port: int | typing.Sequence[int], first_port: int = 10000,
                  last_port: int = 65535, idle_timeout: float = 7440.0, linger: float = 60.0,
-                 pending_timeout: float = 30.0, offload: FlowOffload | None = None) -> None:
+                 settle: float = 5.0, pending_timeout: float = 30.0,
+                 offload: FlowOffload | None = None) -> None:
         listeners = (listener_port,) if isinstance(listener_port, int) else tuple(listener_port)
         if tun_address == fake_address:
             raise ValueError("the fake source address must differ from the TUN's address")
@@ -123,16 +126,15 @@ class Reflector:
         self._fake_bytes = fake_address.packed
         self._listeners = listeners
         self._listener_index = {port: i for i, port in enumerate(listeners)}
-        self._first_port = first_port
-        self._last_port = last_port
-        self._next_slot = first_port
+        self._slots = NatSlots(len(listeners), first_port, last_port)
         self._idle_timeout = idle_timeout
         self._linger = linger
+        self._settle = settle
         self._pending_timeout = pending_timeout
         self._by_key: dict[tuple[int, int, int, int], _Flow] = {}
         self._by_port: dict[int, _Flow] = {}                 # every flow, by NAT slot
         self._live: dict[int, _Flow] = {}                    # the pending and established ones
-        self._lingering: collections.deque[_Flow] = collections.deque()   # released, oldest first
+        self._settling: collections.deque[_Flow] = collections.deque()   # released, oldest first
         self._events: list[FlowRequested] = []
         self._flows_total = 0
         self._malformed = 0
@@ -279,24 +281,20 @@ class Reflector:
         if flow.offloaded:      # the kernel carries its last segments: keep only what finds it
             flow.forward = flow.back = None
         if self._live.pop(nat_port, None) is flow:
-            self._lingering.append(flow)
+            self._settling.append(flow)
+        self._forget_settled(now)       # here too, not only each tick: under load they are many
 
     def expire(self, now: float) -> list[int]:
         """Drop pending flows at or past ``pending_timeout`` since their SYN, released flows
-        at or past ``linger`` since release, and established flows idle at or past
-        ``idle_timeout`` (never offloaded ones: their traffic is not seen here, and they
-        end through ``release``); return their NAT ports.
+        at or past ``settle`` since release (their slots stay held until ``linger``), and
+        established flows idle at or past ``idle_timeout`` (never offloaded ones: their
+        traffic is not seen here, and they end through ``release``); return their NAT ports.
 
-        Released flows, most of the table under load, are not scanned: they wait in
-        release order (``now`` never goes backwards) and only the due ones are looked at.
+        Released flows are not scanned: they wait in release order (``now`` never goes
+        backwards) and only the due ones are looked at.
         """
-        expired = []
-        lingering, by_port = self._lingering, self._by_port
-        while lingering and now - lingering[0].released_at >= self._linger:
-            flow = lingering.popleft()
-            if by_port.get(flow.slot) is flow:
-                self._forget(flow)
-                expired.append(flow.slot)
+        expired = self._forget_settled(now)
+        self._slots.expire(now)
         for flow in list(self._live.values()):
             if flow.state is _State.ESTABLISHED:
                 gone = not flow.offloaded and now - flow.last_seen >= self._idle_timeout
@@ -315,11 +313,22 @@ class Reflector:
                               dropped_fragments=self._fragments, ports_exhausted=self._exhausted,
                               not_ours=self._not_ours, reflected=self._reflected,
                               flows_offloaded=self._offloaded_total,
-                              offloaded_active=self._offloaded_active)
+                              offloaded_active=self._offloaded_active, slots_held=self._slots.held)
 
     # -- the table --------------------------------------------------------------------------
+    def _forget_settled(self, now: float) -> list[int]:
+        """Forget the released flows at or past ``settle``; their slots."""
+        gone = []
+        settling, by_port = self._settling, self._by_port
+        while settling and now - settling[0].released_at >= self._settle:
+            flow = settling.popleft()
+            if by_port.get(flow.slot) is flow:
+                self._forget(flow)
+                gone.append(flow.slot)
+        return gone
+
     def _new_flow(self, packet, src: int, dst: int, sport: int, dport: int, now: float) -> None:
-        nat_port = self._allocate_slot()
+        nat_port = self._slots.take()
         if nat_port is None:
             self._exhausted += 1
             log.debug("NAT port space exhausted; SYN dropped")
@@ -354,9 +363,16 @@ class Reflector:
         self._offloaded_active += 1
 
     def _forget(self, flow: _Flow) -> None:
+        """Drop a flow; its slot is held until ``linger`` after its release (our local socket
+        may be in TIME_WAIT on it), or freed now if it was never released."""
         self._orphan(flow)
         slot = flow.slot
-        self._by_port.pop(slot, None)
+        if self._by_port.get(slot) is flow:
+            del self._by_port[slot]
+            if flow.state is _State.RELEASED:
+                self._slots.hold(slot, flow.released_at + self._linger)
+            else:
+                self._slots.free(slot)
         if self._live.get(slot) is flow:
             del self._live[slot]
 
@@ -380,20 +396,3 @@ class Reflector:
         index, port = divmod(flow.slot, 65536)
         return (pk.four_tuple(src.to_bytes(4, "big"), dst.to_bytes(4, "big"), sport, dport),
                 pk.four_tuple(self._local_bytes, self._fake_bytes, self._listeners[index], port))
-
-    def _allocate_slot(self) -> int | None:
-        """The next free NAT slot, round-robin over every port of every listener."""
-        first, last = self._first_port, self._last_port
-        if len(self._by_port) >= (last - first + 1) * len(self._listeners):
-            return None
-        slot, by_port = self._next_slot, self._by_port
-        while slot in by_port:
-            slot = self._after(slot)
-        self._next_slot = self._after(slot)
-        return slot
-
-    def _after(self, slot: int) -> int:
-        index, port = divmod(slot, 65536)
-        if port < self._last_port:
-            return slot + 1
-        return ((index + 1) % len(self._listeners)) * 65536 + self._first_port

@@ -57,7 +57,7 @@ class Refusal(enum.Enum):
 class ReflectorStats:
     """Counters of the reflector."""
 
-    flows_active: int       #: flows in the table (pending, established or lingering)
+    flows_active: int       #: flows in the table (pending, established or settling)
     flows_total: int        #: flows ever created
     dropped_malformed: int  #: packets that are not well-formed TCP/IPv4
     dropped_unknown: int    #: segments of no known flow (or of a flow still pending)
@@ -67,6 +67,7 @@ class ReflectorStats:
     reflected: int = 0      #: packets rewritten here (both legs)
     flows_offloaded: int = 0    #: flows ever handed to the FlowOffload
     offloaded_active: int = 0   #: flows currently offloaded
+    slots_held: int = 0     #: NAT slots of forgotten flows, held while their TIME_WAIT lasts
 
 
 class FlowOffload(typing.Protocol):

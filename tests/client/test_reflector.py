@@ -167,8 +167,9 @@ def test_new_syn_after_refusal_starts_a_new_flow():
 
 
 def test_expiry_of_pending_released_and_idle_flows():
-    """expire drops pending flows after pending_timeout, released after linger, idle after idle_timeout."""
-    r = make(idle_timeout=100.0, linger=10.0, pending_timeout=5.0)
+    """expire drops pending flows after pending_timeout, released after settle (their slots held
+    until linger), idle after idle_timeout."""
+    r = make(idle_timeout=100.0, settle=10.0, linger=60.0, pending_timeout=5.0)
     pending = (r.from_tun(app(SYN, sport=1), 0.0), r.pop_events()[0].nat_port)[1]
     idle = open_flow(r, now=0.0, sport=2)
     busy = open_flow(r, now=0.0, sport=3)
@@ -180,21 +181,22 @@ def test_expiry_of_pending_released_and_idle_flows():
     r.from_tun(kernel(busy), 150.0)                # and so does return traffic
     assert r.expire(59.9) == []
     assert r.expire(60.0) == [released]
+    assert r.stats.slots_held == 1
     assert r.expire(100.0) == [idle]
     assert r.expire(249.9) == []
     assert r.expire(250.0) == [busy]
-    assert r.stats.flows_active == 0
+    assert r.stats.flows_active == 0 and r.stats.slots_held == 0
 
 
-def test_lingering_flow_still_carries_final_segments():
-    """A released flow still rewrites FIN/ACKs both ways until linger ends."""
-    r = make()
+def test_released_flow_still_carries_final_segments():
+    """A released flow still rewrites FIN/ACKs both ways until it has settled."""
+    r = make(settle=5.0)
     np = open_flow(r)
     r.release(np, 10.0)
     assert r.from_tun(app(FIN | ACK), 11.0) is not None
     assert r.from_tun(kernel(np, FIN | ACK), 11.0) is not None
-    assert r.expire(70.0) == [np]
-    assert r.from_tun(app(ACK), 71.0) is None
+    assert r.expire(15.0) == [np]
+    assert r.from_tun(app(ACK), 16.0) is None
 
 
 def test_syn_on_lingering_tuple_gets_a_new_port():

@@ -24,6 +24,12 @@ def make(last_port: int = 20001, **kw) -> Reflector:
                      listener_port=(LP0, LP1), first_port=20000, last_port=last_port, **kw)
 
 
+def one_slot(**kw) -> Reflector:
+    """A reflector with a single NAT slot: port 20000 of one listener."""
+    return Reflector(tun_address=IPv4Address(L), fake_address=IPv4Address(N), listener_port=LP0,
+                     first_port=20000, last_port=20000, **kw)
+
+
 def syn(sport: int) -> bytes:
     return tcp_packet(src=A, dst=D, sport=sport, dport=80, flags=SYN, seq=sport)
 
@@ -80,10 +86,10 @@ def test_listener_ports_must_be_distinct_and_in_range(ports):
         Reflector(tun_address=IPv4Address(L), fake_address=IPv4Address(N), listener_port=ports)
 
 
-def test_lingering_slots_expire_in_release_order_and_only_once():
-    """Released flows go when their linger is up, oldest first; one forgotten meanwhile
+def test_released_flows_go_in_release_order_and_only_once():
+    """Released flows go when they have settled, oldest first; one forgotten meanwhile
     (its four-tuple reused) is not reported again."""
-    r = make(last_port=20009, linger=10.0)
+    r = make(last_port=20009, settle=10.0)
     slots = []
     for sport in (1, 2, 3):
         r.from_tun(syn(sport), 0.0)
@@ -120,3 +126,47 @@ def test_a_released_offloaded_flow_keeps_only_what_finds_its_map_entries():
     assert r.stats.dropped_unknown == 2
     assert r.expire(61.0) == [event.nat_port]
     assert offload.entries == {}
+
+
+def test_a_forgotten_flow_holds_its_slot_until_its_time_wait_is_over():
+    """A released flow is forgotten once settled, but its slot (our socket's four-tuple, in
+    TIME_WAIT) is not taken again before ``linger`` after the release."""
+    r = one_slot(settle=5.0, linger=60.0)
+    r.from_tun(syn(1), 0.0)
+    (first,) = r.pop_events()
+    r.accept_flow(first.nat_port, 0.0)
+    r.release(first.nat_port, 1.0)
+    assert r.expire(6.0) == [first.nat_port] and r.lookup(first.nat_port) is None
+    r.from_tun(syn(2), 7.0)
+    assert r.pop_events() == [] and r.stats.ports_exhausted == 1
+    r.expire(61.0)
+    r.from_tun(syn(3), 62.0)
+    assert [e.nat_port for e in r.pop_events()] == [first.nat_port]
+
+
+def test_a_reused_four_tuple_of_a_released_flow_leaves_its_slot_held():
+    """When the app starts a new connection on a released flow's four-tuple, the old flow goes
+    at once but its slot stays held: the new flow cannot land on the old socket's TIME_WAIT."""
+    r = one_slot(linger=60.0)
+    r.from_tun(syn(1), 0.0)
+    (first,) = r.pop_events()
+    r.accept_flow(first.nat_port, 0.0)
+    r.release(first.nat_port, 1.0)
+    r.from_tun(tcp_packet(src=A, dst=D, sport=1, dport=80, flags=SYN, seq=99), 2.0)
+    assert r.pop_events() == [] and r.stats.ports_exhausted == 1 and r.stats.slots_held == 1
+
+
+def test_each_release_forgets_the_flows_that_have_settled():
+    """Under load the settled flows go as new ones are released, not only at the next tick:
+    a flow released 5 s before another is gone when that one is released."""
+    r = make(last_port=20009, settle=5.0)
+    slots = []
+    for sport in (1, 2):
+        r.from_tun(syn(sport), 0.0)
+        (event,) = r.pop_events()
+        r.accept_flow(event.nat_port, 0.0)
+        slots.append(event.nat_port)
+    r.release(slots[0], 1.0)
+    r.release(slots[1], 6.0)
+    assert r.lookup(slots[0]) is None and r.lookup(slots[1]) is not None
+    assert r.stats.slots_held == 1
