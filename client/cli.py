@@ -24,6 +24,7 @@ import os
 import pathlib
 import signal
 import sys
+import threading
 
 from client.errors import ClientError, UsageError
 from client.states import State
@@ -100,6 +101,30 @@ def _read_password(from_stdin: bool) -> str:
         raise UsageError("no password given") from None
 
 
+async def in_daemon_thread(func, *args):
+    """``func(*args)`` (a blocking read of the terminal) in a daemon thread: unlike the
+    loop's executor, Ctrl-C or SIGTERM meanwhile need not wait for the user to press Enter."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(outcome, failed: bool) -> None:
+        if not future.done():
+            (future.set_exception if failed else future.set_result)(outcome)
+
+    def run() -> None:
+        try:
+            outcome, failed = func(*args), False
+        except BaseException as exc:  # handed to the awaiting task, EOFError included
+            outcome, failed = exc, True
+        try:
+            loop.call_soon_threadsafe(settle, outcome, failed)
+        except RuntimeError:  # the loop is gone: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name="terminal-prompt", daemon=True).start()
+    return await future
+
+
 class TerminalPrompter:
     """Answers the engine's questions on the terminal (or the next line of stdin).
 
@@ -108,14 +133,13 @@ class TerminalPrompter:
     """
 
     async def one_time_code(self, prompt: str) -> str | None:
-        loop = asyncio.get_running_loop()
         if sys.stdin.isatty():
             try:
-                line = await loop.run_in_executor(None, input, f"{prompt}: ")
+                line = await in_daemon_thread(input, f"{prompt}: ")
             except EOFError:  # Ctrl-D: no code, the login is cancelled with a clear message
                 return None
         else:
-            line = await loop.run_in_executor(None, sys.stdin.readline)
+            line = await in_daemon_thread(sys.stdin.readline)
         line = line.strip()
         return line or None
 

@@ -212,3 +212,32 @@ def test_recover_without_root_is_a_one_line_usage_error(tmp_path, monkeypatch, c
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert cli.main(["recover", "--state-dir", str(tmp_path)]) == 2
     assert "recover needs root" in capsys.readouterr().err
+
+
+PROMPT_THEN_STOP = """
+import asyncio
+from client import cli
+
+async def main():
+    prompt = asyncio.ensure_future(cli.TerminalPrompter().one_time_code("One-time code"))
+    await asyncio.sleep(0.3)
+    prompt.cancel()            # what Ctrl-C or SIGTERM does to the login meanwhile
+    print("stopped", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_stopping_while_the_one_time_code_prompt_waits_does_not_wait_for_a_line():
+    """Stopped while it waits for the one-time code, the client exits at once: the read of
+    the terminal does not hold the process until the user presses Enter."""
+    child = subprocess.Popen([sys.executable, "-c", PROMPT_THEN_STOP], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=pathlib.Path(__file__).resolve().parent.parent)
+    try:
+        code = child.wait(timeout=10)     # its stdin stays open: no line ever comes
+    finally:
+        if child.poll() is None:
+            child.kill()
+        out, err = child.communicate()
+    assert code == 0 and out.strip() == "stopped", err

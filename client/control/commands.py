@@ -67,7 +67,7 @@ def connect(args: argparse.Namespace, profile: Profile | None) -> int:
 
 
 async def _connect(args: argparse.Namespace, profile: Profile | None, password: str) -> int:
-    from client.cli import TerminalPrompter
+    from client.cli import TerminalPrompter, in_daemon_thread
     client = await ControlClient.open(client="tunnelgate-cli 0.1")
     outcome: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     started = False
@@ -82,8 +82,7 @@ async def _connect(args: argparse.Namespace, profile: Profile | None, password: 
               f"  fingerprint: {params['fingerprint']}", flush=True)
         decision = "cancel"
         if sys.stdin.isatty():
-            loop = asyncio.get_running_loop()
-            reply = await loop.run_in_executor(None, input, "Trust it? [once/always/NO]: ")
+            reply = await in_daemon_thread(input, "Trust it? [once/always/NO]: ")
             decision = reply.strip().lower() if reply.strip().lower() in ("once", "always") else "cancel"
         else:
             print(f"not trusting it without a terminal; to trust it, connect with --pin "
