@@ -18,6 +18,8 @@ are kept only while in flight, so they need no cap of their own.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections import OrderedDict, deque
 
 
@@ -68,6 +70,21 @@ class _Window:
             del self.entries[key]
 
 
+@functools.lru_cache(maxsize=4096)
+def source_key(source: str) -> str:
+    """What counts as one source: an IPv4 address, or an IPv6 address's /64 (one host
+    usually holds a whole /64, so each of its addresses must not count apart)."""
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        return source
+    if address.version == 4:
+        return source
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
 class LoginThrottle:
     """Decides whether a login attempt may proceed; all times are passed in."""
 
@@ -93,17 +110,20 @@ class LoginThrottle:
     def allowed(self, user: str, source: str, now: float) -> bool:
         """True if a login for ``user`` from ``source`` may be tried at ``now``
         (failures in the window plus attempts in flight are under both limits)."""
+        source = source_key(source)
         return (self._users.count(user, now) + self._busy_users.get(user, 0) < self._users.limit
                 and self._sources.count(source, now) + self._busy_sources.get(source, 0)
                 < self._sources.limit)
 
     def begin(self, user: str, source: str) -> None:
         """An allowed attempt starts; it counts against both limits until ``end``."""
+        source = source_key(source)
         self._busy_users[user] = self._busy_users.get(user, 0) + 1
         self._busy_sources[source] = self._busy_sources.get(source, 0) + 1
 
     def end(self, user: str, source: str) -> None:
         """An attempt from ``begin`` finished (record its outcome as well)."""
+        source = source_key(source)
         for busy, key in ((self._busy_users, user), (self._busy_sources, source)):
             left = busy.get(key, 0) - 1
             if left > 0:
@@ -113,10 +133,12 @@ class LoginThrottle:
 
     def retry_after(self, user: str, source: str, now: float) -> float:
         """Seconds until a refused attempt would be allowed (0 if allowed now)."""
+        source = source_key(source)
         return max(self._users.retry_after(user, now), self._sources.retry_after(source, now))
 
     def record_failure(self, user: str, source: str, now: float) -> None:
         """Count a failed login for ``user`` from ``source`` at ``now``."""
+        source = source_key(source)
         self._users.add(user, now)
         self._sources.add(source, now)
 

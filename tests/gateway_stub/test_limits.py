@@ -38,6 +38,20 @@ def test_source_is_blocked_across_user_names():
     assert throttle.allowed("someone-new", "203.0.113.10", 4.0)
 
 
+def test_an_ipv6_source_is_its_slash_64():
+    """Guesses from many addresses of one IPv6 /64 (one host may hold them all) count as one
+    source; another /64, and IPv4-mapped addresses, count apart."""
+    throttle = LoginThrottle(attempts_per_user=100, attempts_per_source=3, window=60.0)
+    for i, t in enumerate((1.0, 2.0, 3.0)):
+        throttle.record_failure(f"user{i}", f"2001:db8:1:2::{i + 1:x}", t)
+    assert not throttle.allowed("someone-new", "2001:db8:1:2:ffff::9", 4.0)
+    assert throttle.allowed("someone-new", "2001:db8:1:3::1", 4.0)
+    for t in (5.0, 6.0, 7.0):
+        throttle.record_failure("x", "::ffff:192.0.2.7", t)
+    assert not throttle.allowed("y", "192.0.2.7", 8.0)      # the same IPv4 host
+    assert throttle.allowed("y", "192.0.2.8", 8.0)
+
+
 def test_success_clears_user_failures_but_not_source_failures():
     """record_success resets the user's count; the source's count remains."""
     throttle = LoginThrottle(attempts_per_user=2, attempts_per_source=3, window=60.0)
