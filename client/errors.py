@@ -26,6 +26,10 @@ class TrustError(ClientError):
         """The CertificateInfo of the server, when it could be fetched."""
 
 
+#: In the message of a LoginFailed for a refused password (the tray app asks again on it).
+WRONG_CREDENTIALS = "wrong user name or password"
+
+
 class LoginFailed(ClientError):
     """The gateway refused the credentials (or throttled us)."""
 

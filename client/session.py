@@ -20,7 +20,7 @@ import urllib.parse
 
 from cryptography import x509
 
-from client.errors import (GatewayProtocolError, GatewayUnreachable, LoginFailed,
+from client.errors import (WRONG_CREDENTIALS, GatewayProtocolError, GatewayUnreachable, LoginFailed,
                            SessionLost, TrustError, UsageError)
 from client.prompter import CertificateInfo, Prompter
 from client.trust import Trust, fingerprint, untrusted_message
@@ -305,7 +305,7 @@ async def open_session(gateway: GatewayAddress, trust: Trust, username: str, pas
         if response.status == 200:
             response = await _answer_challenge(link, gateway, response, prompter, timeout)
         if response.status == 401:
-            raise LoginFailed("login failed: wrong user name or password")
+            raise LoginFailed(f"login failed: {WRONG_CREDENTIALS}")
         if response.status == 429:
             raise LoginFailed("login refused: too many failed attempts, try again later")
         if response.status != 201:

@@ -27,6 +27,8 @@ from gateway_stub.policy import Policy
 
 PROG = "tunnelgate-gateway"
 
+log = logging.getLogger(__name__)
+
 
 def _fail(message: str, status: int) -> int:
     print(f"{PROG}: {message}", file=sys.stderr)
@@ -61,6 +63,7 @@ def _run(config_path: Path) -> int:
         if exc.name != "gateway_stub.server":
             raise
         return _fail("this build has no gateway server (gateway_stub.server is missing)", 1)
+    log.info("open files limit: %d", raise_fd_limit())
     return serve(config)
 
 
@@ -129,6 +132,23 @@ def _make_totp(user: str) -> int:
     print(f'totp_secret = "{secret}"      # put this line in the [[user]] table of {user}')
     print(f"authenticator app: {uri}")
     return 0
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit of open files to the hard one; returns the new limit.
+
+    Every flow holds a socket: with the usual soft limit of 1024, one user's
+    flows could use up the descriptors and stop the gateway accepting others.
+    """
+    import resource   # Unix only, as is the gateway
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
+            return soft
+    return hard
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,6 @@ import asyncio
 import errno
 import ipaddress
 import logging
-import resource
 import signal
 import ssl
 import time
@@ -372,25 +371,8 @@ class Gateway:
                 log.info("session %s of %s expired", session.id, session.user.name)
 
 
-def raise_fd_limit() -> int:
-    """Raise the soft limit of open files to the hard one; returns the new limit.
-
-    Every flow holds a socket: with the usual soft limit of 1024, one user's
-    flows could use up the descriptors and stop the gateway accepting others.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (OSError, ValueError) as exc:
-            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
-            return soft
-    return hard
-
-
 def serve(config: GatewayConfig) -> int:
     """Run the gateway until SIGINT/SIGTERM; returns the exit status."""
-    log.info("open files limit: %d", raise_fd_limit())
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -30,7 +30,7 @@ import typing
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from client.control.errors import ControlError, ServiceUnavailable
-from client.errors import ClientError, UsageError
+from client.errors import WRONG_CREDENTIALS, ClientError, UsageError
 from gui.bridge import ServiceBridge
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,6 @@ IDLE_STATES = frozenset({"disconnected", "failed"})
 """States in which a new connection may be started."""
 
 INFO, ERROR = "info", "error"
-
-WRONG_CREDENTIALS = "wrong user name or password"
-"""In a ``failed`` detail when the gateway refused the password (client/session.py says it so)."""
 
 
 @dataclasses.dataclass

@@ -136,3 +136,18 @@ def test_run_with_tls_files_or_audit_log_that_do_not_load_exits_2_naming_the_key
     (tmp_path / "audit.log").mkdir()
     assert main(["--config", str(setup.config)]) == 2
     assert capsys.readouterr().err.startswith(prefix + "server.audit_log: cannot open")
+
+
+def test_the_gateway_raises_its_open_files_limit_to_the_hard_limit():
+    """Every flow holds a socket; a soft limit of 1024 would let one user's flows stop the
+    gateway accepting anyone else, so the gateway takes all the hard limit allows."""
+    import resource
+    from gateway_stub.cli import raise_fd_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard) - 1, hard))
+    try:
+        assert raise_fd_limit() == hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
