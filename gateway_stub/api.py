@@ -62,6 +62,8 @@ class Session:
     """Last request time."""
     flows: int = 0
     """Tunnel flows open now, on all of the session's connections."""
+    ended: bool = False
+    """Logged out, expired or evicted: its open flows are ended too."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,8 +310,10 @@ class GatewayApi:
     def logout(self, token: str) -> Session | None:
         """End a session and release its lease."""
         session = self._sessions.pop(token, None)
-        if session is not None and self.pool is not None:
-            self.pool.release(session.id)
+        if session is not None:
+            session.ended = True
+            if self.pool is not None:
+                self.pool.release(session.id)
         return session
 
     def session_for(self, headers: dict[str, str], now: float) -> Session | None:

@@ -49,7 +49,7 @@ class GatewayConnection(Link):
         self.peer = "?"
         self.last_rx = time.monotonic()
         self._watchdog: asyncio.Task | None = None
-        self._flows: set = set()   # StreamPipe, UdpRelay, EchoRelay
+        self._flows: dict = {}     # StreamPipe, UdpRelay, EchoRelay -> its Session
         self.sessions: set[Session] = set()
         self._hold: OutputHold | None = None
 
@@ -82,8 +82,9 @@ class GatewayConnection(Link):
         super().connection_lost(exc)
 
     async def _watch(self) -> None:
-        """Close the connection when it goes quiet; end flows idle too long;
-        keep the sessions used on a live connection from expiring."""
+        """Close the connection when it goes quiet; end flows idle too long, and those of
+        sessions that ended (logged out, expired, evicted); keep the sessions used on a
+        live connection from expiring."""
         limits = self.gateway.config.server
         idle = limits.session_idle_timeout
         while self.is_open:
@@ -95,9 +96,10 @@ class GatewayConnection(Link):
                 return
             for session in self.sessions:
                 session.last_used = now
-            for flow in [f for f in self._flows if now - f.last_active > limits.idle_timeout]:
-                flow.error = "idle timeout"
-                flow.abort()
+            for flow, session in list(self._flows.items()):
+                if session.ended or now - flow.last_active > limits.idle_timeout:
+                    flow.error = "session ended" if session.ended else "idle timeout"
+                    flow.abort()
 
     # -- requests -------------------------------------------------------------
     def _on_request(self, ev: m.RequestReceived) -> None:
@@ -202,7 +204,7 @@ class GatewayConnection(Link):
         return False
 
     def _flow_done(self, flow, session: Session | None, protocol: str, target: str) -> None:
-        self._flows.discard(flow)
+        self._flows.pop(flow, None)
         self.end_flow(session, protocol, target, "allow", flow.error or "closed",
                       flow.bytes_up, flow.bytes_down, time.monotonic() - flow.started)
 
@@ -232,7 +234,7 @@ class GatewayConnection(Link):
             self.end_flow(session, protocol, target, "fail", error, 0, 0, 0.0)
             self.respond(stream_id, status, [proxy_status_header(error)])
             return
-        self._flows.add(flow)
+        self._flows[flow] = session
         if self._hold.active:
             self._hold.hold(flow)
         self.respond(stream_id, 200, [("capsule-protocol", "?1")])
@@ -244,7 +246,7 @@ class GatewayConnection(Link):
         def done(pipe: StreamPipe) -> None:
             # The pipe counts socket-side bytes: "up" (client to target) is
             # what it wrote to the target socket.
-            self._flows.discard(pipe)
+            self._flows.pop(pipe, None)
             connecting.end("allow", pipe.error or "closed", pipe.bytes_down, pipe.bytes_up)
 
         pipe = StreamPipe(self, stream_id, on_done=done)
@@ -261,7 +263,7 @@ class GatewayConnection(Link):
         if not self.respond(stream_id, 200):
             pipe.abort()
             return
-        self._flows.add(pipe)
+        self._flows[pipe] = decision.session
         pipe.attach_stream(stream_id)
         if self._hold.active:
             self._hold.hold(pipe)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.gateway_stub.test_server import Bench, _raw_tls, run
+from tests.gateway_stub.rig import Bench, raw_tls, run
 
 
 def test_a_client_that_does_not_read_cannot_grow_the_gateways_buffers(tmp_path):
@@ -14,7 +14,7 @@ def test_a_client_that_does_not_read_cannot_grow_the_gateways_buffers(tmp_path):
 
     async def main():
         async with Bench(tmp_path) as bench:
-            reader, writer = await _raw_tls(bench, ["h2"])
+            reader, writer = await raw_tls(bench, ["h2"])
             writer.transport.set_write_buffer_limits(high=1 << 20)
             writer.write(frames.PREFACE + frames.settings({}))
             chunk = frames.ping(b"12345678") * (1 << 16)      # 1.1 MB of PINGs
@@ -59,7 +59,7 @@ def test_a_client_that_opens_huge_windows_and_does_not_read_slows_the_target_dow
         port = server.sockets[0].getsockname()[1]
         async with Bench(tmp_path) as bench:
             session = await bench.login()
-            reader, writer = await _raw_tls(bench, ["h2"])
+            reader, writer = await raw_tls(bench, ["h2"])
             mux = m.Mux(client_side=True)
             sid = mux.request(session.connect_headers(f"127.0.0.1:{port}"))
             writer.write(mux.data_to_send() + frames.settings({frames.INITIAL_WINDOW_SIZE: frames.MAX_WINDOW})

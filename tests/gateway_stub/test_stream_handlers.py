@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 
-from tests.gateway_stub.test_server import Bench, Flow, _connect, echo_server, run
+from tests.gateway_stub.rig import Bench, Flow, connect, echo_server, run
 
 
 def _hanging_target() -> tuple[socket.socket, socket.socket, int]:
@@ -39,7 +39,7 @@ def test_streams_reset_while_connecting_end_their_connects_at_once(tmp_path):
             assert reasons.count("stream reset while connecting") == 50
             # Their slots are free again: a normal flow still works.
             server, echo_port = await echo_server()
-            flow = await _connect(session, f"127.0.0.1:{echo_port}")
+            flow = await connect(session, f"127.0.0.1:{echo_port}")
             assert flow.status.result() == 200
             await session.logout()
             server.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.gateway_stub.test_server import Bench, Flow, _udp_headers, free_port, run
+from tests.gateway_stub.rig import Bench, Flow, free_port, run, udp_headers
 
 
 def test_a_datagram_the_target_refused_is_not_counted_as_sent(tmp_path):
@@ -17,7 +17,7 @@ def test_a_datagram_the_target_refused_is_not_counted_as_sent(tmp_path):
         async with Bench(tmp_path) as bench:
             session = await bench.login()
             flow = Flow(session.link)
-            flow.stream_id = session.link.open(_udp_headers(session, free_port()), flow)
+            flow.stream_id = session.link.open(udp_headers(session, free_port()), flow)
             assert await asyncio.wait_for(flow.status, 10) == 200
             # One frame: on loopback the first one's ICMP error is back before the second send.
             session.link.send(flow.stream_id, encode_datagram(b"x" * 10) + encode_datagram(b"y" * 20))
