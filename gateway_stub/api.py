@@ -87,6 +87,8 @@ class ConnectDecision:
 
 
 CHALLENGE_TTL = 120.0
+#: One-time-code requests a user may have open at once (one per login in progress).
+CHALLENGES_PER_USER = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +258,9 @@ class GatewayApi:
     def _challenge(self, user: UserConfig, source: str, now: float) -> ApiResponse:
         for cid in [c for c, p in self._challenges.items() if now - p.created > CHALLENGE_TTL]:
             del self._challenges[cid]
+        mine = [c for c, p in self._challenges.items() if p.user.name == user.name]
+        if len(mine) >= CHALLENGES_PER_USER:    # one user cannot fill the table below
+            del self._challenges[mine[0]]       # the oldest (insertion order)
         if len(self._challenges) >= 10000:
             self._challenges.pop(next(iter(self._challenges)))
         cid = secrets.token_urlsafe(16)

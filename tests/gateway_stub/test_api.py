@@ -103,6 +103,20 @@ def challenge_for(api, now=0.0):
     return response.body["challenge"]["id"]
 
 
+def test_a_user_holds_only_a_few_code_requests_at_once(api):
+    """Each password login of a TOTP user opens a code request; beyond four open at once the
+    oldest goes, so one user who knows their password cannot fill the gateway's table."""
+    from gateway_stub.api import CHALLENGES_PER_USER, ChallengeAnswer
+    challenges = [challenge_for(api, now=float(i)) for i in range(CHALLENGES_PER_USER + 2)]
+    wall = 1_800_000_000.0
+    for cid in challenges[:2]:
+        response, _ = api.answer_challenge(ChallengeAnswer(cid, "000000"), "192.0.2.2", 9.0, wall)
+        assert response.body["error"] == "the one-time code request expired; log in again"
+    response, session = api.answer_challenge(
+        ChallengeAnswer(challenges[2], totp_code(int(wall // 30))), "192.0.2.2", 9.0, wall)
+    assert response.status == 201 and session is not None
+
+
 def test_totp_user_gets_a_challenge_then_a_session_for_the_right_code(api):
     """A password alone is not enough for carol; the current code completes the login."""
     from gateway_stub.api import ChallengeAnswer
