@@ -36,6 +36,9 @@ from gateway_stub.udp_relay import UdpRelay
 
 log = logging.getLogger(__name__)
 
+#: Login requests whose body may be arriving at once on one connection (a client sends one).
+MAX_LOGIN_BODIES = 8
+
 class GatewayConnection(Link):
     """One client's TLS connection."""
 
@@ -52,6 +55,7 @@ class GatewayConnection(Link):
         self._flows: dict = {}     # StreamPipe, UdpRelay, EchoRelay -> its Session
         self.sessions: set[Session] = set()
         self._hold: OutputHold | None = None
+        self._bodies = 0           # login requests whose body is still arriving
 
     def connection_made(self, transport) -> None:
         peer = transport.get_extra_info("peername")
@@ -101,6 +105,9 @@ class GatewayConnection(Link):
                     flow.error = "session ended" if session.ended else "idle timeout"
                     flow.abort()
 
+    def _body_left(self) -> None:
+        self._bodies -= 1
+
     # -- requests -------------------------------------------------------------
     def _on_request(self, ev: m.RequestReceived) -> None:
         h = ev.headers
@@ -121,9 +128,14 @@ class GatewayConnection(Link):
         elif method == "POST" and path == "/api/v1/session":
             if ev.ended:
                 self._answer(ev.stream_id, ApiResponse(400, {"error": "login needs a body"}))
+            elif self._bodies >= MAX_LOGIN_BODIES:      # each holds up to MAX_BODY
+                self._answer(ev.stream_id, ApiResponse(
+                    429, {"error": "too many logins in progress on this connection"}))
             else:
+                self._bodies += 1
                 self.register(ev.stream_id, Body(self, ev.stream_id,
-                                                 lambda body: self._login(ev.stream_id, body)))
+                                                 lambda body: self._login(ev.stream_id, body),
+                                                 left=self._body_left))
         elif method == "GET" and path == "/api/v1/config":
             session = api.session_for(h, now)
             if session is not None:

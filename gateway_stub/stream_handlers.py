@@ -15,11 +15,17 @@ MAX_BODY = 64 * 1024
 
 
 class Body:
-    """Collects a small request body, then calls back."""
+    """Collects a small request body, then calls back ``done(body)``; ``left()`` is called
+    once when it stops holding a body (complete, too large, or reset)."""
 
-    def __init__(self, link: Link, stream_id: int, done) -> None:
+    def __init__(self, link: Link, stream_id: int, done, left=lambda: None) -> None:
         self._link, self._stream_id, self._done = link, stream_id, done
+        self._left = left
         self._data = bytearray()
+
+    def _leave(self) -> None:
+        left, self._left = self._left, lambda: None
+        left()
 
     def on_response(self, status, headers, ended) -> None:
         pass
@@ -29,14 +35,16 @@ class Body:
         self._link.consumed(self._stream_id, flow_length)
         if len(self._data) > MAX_BODY:
             self._link.unregister(self._stream_id)
+            self._leave()
             self._link.respond(self._stream_id, 413, body=b'{"error": "request body too large"}')
 
     def on_end(self) -> None:
         self._link.unregister(self._stream_id)
+        self._leave()
         self._done(bytes(self._data))
 
     def on_reset(self, error_code: int) -> None:
-        pass
+        self._leave()
 
     def on_writable(self) -> None:
         pass

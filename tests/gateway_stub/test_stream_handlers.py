@@ -62,3 +62,36 @@ def test_a_client_that_half_closes_before_the_answer_still_ends_the_flow(tmp_pat
             await session.logout()
         server.close()
     run(main())
+
+
+LOGIN = [(":method", "POST"), (":scheme", "https"), (":authority", "gateway"),
+         (":path", "/api/v1/session"), ("content-type", "application/json")]
+
+
+def test_logins_whose_body_is_still_coming_are_capped_per_connection(tmp_path):
+    """A connection may have a few login bodies arriving at once (each is held until it ends);
+    beyond them a new login gets 429 at once, and ended ones give their places back."""
+    from gateway_stub.server import MAX_LOGIN_BODIES
+
+    async def main():
+        async with Bench(tmp_path) as bench:
+            session = await bench.login()
+            link = session.link
+            flows = []
+            for _ in range(MAX_LOGIN_BODIES + 3):
+                flow = Flow(link)
+                flow.stream_id = link.open(LOGIN, flow)
+                link.send(flow.stream_id, b'{"username": "ali')
+                flows.append(flow)
+            await asyncio.sleep(0.3)
+            assert [f.status.result() for f in flows if f.status.done()] == [429] * 3
+            assert not any(f.status.done() for f in flows[:MAX_LOGIN_BODIES])
+            for flow in flows[:MAX_LOGIN_BODIES]:
+                link.reset(flow.stream_id)
+            await asyncio.sleep(0.2)
+            again = Flow(link)
+            again.stream_id = link.open(LOGIN, again)
+            link.send(again.stream_id, b'{"username": "alice", "password": "wrong"}', end=True)
+            assert await asyncio.wait_for(again.status, 10) == 401
+            await session.logout()
+    run(main())
