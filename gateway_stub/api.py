@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import functools
 import ipaddress
 import json
 import secrets
@@ -26,6 +25,7 @@ from gateway_stub.limits import LoginThrottle
 from gateway_stub.passwords import verify_password_or_dummy
 from gateway_stub.policy import Policy
 from gateway_stub.pool import AddressPool, PoolExhausted
+from gateway_stub.targets import parse_authority, parse_ip_path, parse_udp_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,66 +120,6 @@ def totp_step(secret: str | None, code: str, wall: float) -> int | None:
         if hmac.compare_digest(totp.at(step * 30), code):
             return step
     return None
-
-
-def proxy_status_header(error: str, detail: str = "") -> tuple[str, str]:
-    """An RFC 9209 Proxy-Status header naming this gateway.
-
-    ``detail`` may quote the client's own input or names from the config, so it
-    is made a valid RFC 8941 string: printable ASCII, with quote and backslash
-    escaped.
-    """
-    value = f"tunnelgate; error={error}"
-    if detail:
-        text = "".join(c if " " <= c <= "~" else "?" for c in detail)
-        value += '; details="' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return ("proxy-status", value)
-
-
-@functools.lru_cache(maxsize=4096)
-def parse_authority(authority: str) -> tuple[ipaddress.IPv4Address, int]:
-    """Parse ``a.b.c.d:port``; raises ValueError with a clear message (cached: a
-    session connects to the same few targets over and over)."""
-    host, sep, port_text = authority.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"authority {authority[:80]!r} is not host:port")
-    if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"authority {authority[:80]!r} has no valid port")
-    try:
-        address = ipaddress.IPv4Address(host)
-    except ValueError:
-        raise ValueError(f"authority {authority[:80]!r} is not an IPv4 address") from None
-    return address, int(port_text)
-
-
-UDP_PREFIX = "/.well-known/masque/udp/"
-IP_PREFIX = "/.well-known/masque/ip/"
-
-
-def parse_udp_path(path: str) -> tuple[ipaddress.IPv4Address, int]:
-    """Parse RFC 9298's default template ``/.well-known/masque/udp/{host}/{port}/``."""
-    if not path.startswith(UDP_PREFIX):
-        raise ValueError(f"path {path[:80]!r} is not a connect-udp path")
-    parts = path[len(UDP_PREFIX):].split("/")
-    if len(parts) != 3 or parts[2] != "":
-        raise ValueError(f"path {path[:80]!r} is not {UDP_PREFIX}HOST/PORT/")
-    return parse_authority(f"{parts[0]}:{parts[1]}")
-
-
-def parse_ip_path(path: str) -> ipaddress.IPv4Address:
-    """Parse RFC 9484's ``/.well-known/masque/ip/{target}/{ipproto}/``, scoped to
-    one IPv4 address and ICMP (the only use this gateway allows)."""
-    if not path.startswith(IP_PREFIX):
-        raise ValueError(f"path {path[:80]!r} is not a connect-ip path")
-    parts = path[len(IP_PREFIX):].split("/")
-    if len(parts) != 3 or parts[2] != "":
-        raise ValueError(f"path {path[:80]!r} is not {IP_PREFIX}TARGET/IPPROTO/")
-    if parts[1] != "1":
-        raise ValueError("only ICMP (IP protocol 1) may be carried over connect-ip")
-    try:
-        return ipaddress.IPv4Address(parts[0])
-    except ValueError:
-        raise ValueError(f"connect-ip target {parts[0][:40]!r} is not one IPv4 address") from None
 
 
 class GatewayApi:

@@ -25,13 +25,14 @@ from client.wire import mux as m
 from client.wire.link import Link
 from client.wire.pipe import StreamPipe
 from client.wire.runloop import run_loop
-from gateway_stub.api import ApiResponse, ChallengeAnswer, ConnectDecision, GatewayApi, Session, proxy_status_header
+from gateway_stub.api import ApiResponse, ChallengeAnswer, ConnectDecision, GatewayApi, Session
 from gateway_stub.audit import AuditLog, AuditRecord
 from gateway_stub.backpressure import OutputHold
 from gateway_stub.config import GatewayConfig
 from gateway_stub.errors import ConfigError
 from gateway_stub.icmp_relay import EchoRelay, EchoSocket
 from gateway_stub.stream_handlers import Body, Connecting
+from gateway_stub.targets import proxy_status_header
 from gateway_stub.udp_relay import UdpRelay
 
 log = logging.getLogger(__name__)
