@@ -8,6 +8,7 @@ running); removing a profile also forgets its password in the keyring.
 from __future__ import annotations
 
 import logging
+import threading
 import typing
 
 from PySide6.QtCore import Signal
@@ -99,10 +100,8 @@ class PreferencesDialog(QDialog):
         if not self._confirm(profile.name):
             return
         self.model.remove(profile.name)
-        try:
-            self.passwords.delete(profile.name, profile.username)
-        except ClientError as exc:
-            log.warning("could not forget the password of %s: %s", profile.name, exc)
+        self._keyring(lambda: self.passwords.delete(profile.name, profile.username),
+                      f"forget the password of {profile.name}")
         self.profilesChanged.emit()
 
     def _open_editor(self, profile) -> None:
@@ -124,13 +123,22 @@ class PreferencesDialog(QDialog):
         self.profilesChanged.emit()
 
     def _move_password(self, old, new) -> None:
-        try:
+        def move() -> None:
             password = self.passwords.get(old.name, old.username)
             if password is not None:
                 self.passwords.set(new.name, new.username, password)
             self.passwords.delete(old.name, old.username)
-        except ClientError as exc:
-            log.warning("could not move the saved password of %s: %s", old.name, exc)
+        self._keyring(move, f"move the saved password of {old.name}")
+
+    def _keyring(self, work: typing.Callable[[], None], what: str) -> None:
+        """Keyring work in a worker thread: an unlock prompt must not freeze the app.
+        A failure is logged, as there is nobody left to tell."""
+        def run() -> None:
+            try:
+                work()
+            except ClientError as exc:
+                log.warning("could not %s: %s", what, exc)
+        threading.Thread(target=run, name="keyring", daemon=True).start()
 
     def _editor_closed(self, editor: ProfileEditor) -> None:
         if self.editor is editor:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+import threading
+
+from PySide6.QtCore import Qt, QTimer
 
 from gui.preferences import PreferencesDialog
 from gui.profile_editor import ProfileEditor
@@ -91,7 +93,8 @@ def test_edit_profile_renames_and_moves_password(qtbot, profiles, passwords):
     with qtbot.waitSignal(dialog.profilesChanged, timeout=2000):
         dialog.editor.ok_button.click()
     assert profiles.get("work") is None and profiles.get("office").gateway == "https://vpn.example.com:8443"
-    assert passwords.get("office", "alice") == "pw" and passwords.get("work", "alice") is None
+    qtbot.waitUntil(lambda: passwords.get("work", "alice") is None, timeout=2000)   # a worker moves it
+    assert passwords.get("office", "alice") == "pw"
 
 
 def test_remove_profile_forgets_password_after_confirming(qtbot, profiles, passwords):
@@ -106,8 +109,39 @@ def test_remove_profile_forgets_password_after_confirming(qtbot, profiles, passw
     assert profiles.get("otp") is not None
     with qtbot.waitSignal(dialog.profilesChanged, timeout=2000):
         dialog.remove_button.click()
-    assert profiles.get("otp") is None and passwords.get("otp", "carol") is None
-    assert dialog.model.rowCount() == 2
+    assert profiles.get("otp") is None and dialog.model.rowCount() == 2
+    qtbot.waitUntil(lambda: passwords.get("otp", "carol") is None, timeout=2000)   # a worker forgets it
+
+
+class GatedPasswords:
+    """A password store whose deletes wait until the Qt thread opens the gate (as a keyring
+    unlock prompt would): on the Qt thread itself they would wait in vain."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.gate, self.timed_out = inner, threading.Event(), None
+
+    def get(self, name, username):
+        return self.inner.get(name, username)
+
+    def set(self, name, username, password):
+        self.inner.set(name, username, password)
+
+    def delete(self, name, username):
+        self.timed_out = not self.gate.wait(3.0)
+        self.inner.delete(name, username)
+
+
+def test_removing_a_profile_does_not_wait_for_the_keyring(qtbot, profiles, passwords):
+    """The keyring is asked off the Qt thread: the dialog stays live while it waits."""
+    passwords.set("otp", "carol", "pw")
+    gated = GatedPasswords(passwords)
+    dialog = PreferencesDialog(profiles, gated, confirm=lambda name: True)
+    qtbot.addWidget(dialog)
+    dialog.select("otp")
+    QTimer.singleShot(100, gated.gate.set)
+    dialog.remove_button.click()
+    qtbot.waitUntil(lambda: gated.timed_out is not None, timeout=5000)
+    assert gated.timed_out is False and passwords.get("otp", "carol") is None
 
 
 def test_editor_refuses_a_ca_file_that_is_not_there(qtbot, tmp_path):
