@@ -208,6 +208,11 @@ class RouteManager:
         from pyroute2.netlink.exceptions import NetlinkError
 
         owned = any(_key(i) == _key(item) for i in self._items)
+        if not owned and _exists(ipr, item):
+            # Someone else's: never write it down, or a crash before the add
+            # below fails would have recovery remove a route we do not own.
+            log.info("%s was already there; leaving it to its owner", _describe(item))
+            return
         if not owned:
             self._journal.write([*self._items, item])  # write down first, then change
             self._items.append(item)

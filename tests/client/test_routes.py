@@ -240,3 +240,39 @@ def test_host_state_rejects_a_bad_interface_name():
     """HostState validates its input instead of failing later in netlink."""
     with pytest.raises(ValueError):
         HostState(interface="x" * 16, addresses=(), routes=(), gateway=ipaddress.IPv4Address("192.0.2.1"))
+
+
+# Runs in the client namespace: apply a state, dying (as kill -9 would) just
+# before the gateway pin would be added; prints the journal's items first.
+DIE_BEFORE_PIN = textwrap.dedent("""
+    import json, os, pathlib, sys
+    import client.routes as routes
+    from client.tun import KernelTun
+    journal = pathlib.Path(sys.argv[1])
+    real_add = routes._add
+    def add(ipr, item):
+        if item.get("role") == "gateway":
+            print(json.dumps(json.loads(journal.read_text())["items"]), flush=True)
+            os._exit(9)
+        real_add(ipr, item)
+    routes._add = add
+    tun = KernelTun()
+    state = routes.HostState(interface=tun.name, addresses=("198.18.255.1/30",), routes=(sys.argv[2],),
+                             gateway=sys.argv[3])
+    routes.RouteManager(journal).apply(state)
+    print("[]", flush=True)
+""")
+
+
+@pytest.mark.lab
+def test_a_gateway_pin_someone_else_made_is_never_written_down(lab, tmp_path, nexthop):
+    """A host route to the gateway that is already there stays its owner's, even across a crash mid-apply."""
+    lab.run(lab.client, ["ip", "route", "add", f"{REMOTE_GATEWAY}/32", "via", str(topo.GATEWAY_OUTER)])
+    journal = tmp_path / "routes.journal"
+    done = lab.run_python(lab.client, DIE_BEFORE_PIN, str(journal), PUSHED_NET, REMOTE_GATEWAY, check=False)
+    assert all(item.get("role") != "gateway" for item in json.loads(done.stdout.splitlines()[-1]))
+    source = ("import pathlib, sys\nfrom client.routes import RouteManager\n"
+              "RouteManager.recover(pathlib.Path(sys.argv[1]))")
+    lab.run_python(lab.client, source, str(journal))
+    assert route_to(lab, REMOTE_GATEWAY)["gateway"] == str(topo.GATEWAY_OUTER)
+    assert not journal.exists()
