@@ -234,7 +234,7 @@ class DnsManager:
         written = render_resolv_conf(original or "", state)
         if resolver.encode(written) == current:
             return
-        item = {**item, "written": written}
+        item = {**item, "written": written, "replacing": item["written"]}  # see _ours()
         items = [i for i in self._items if i["kind"] != "file"] + [item]
         self._journal.write(items)  # write down first, then change
         self._items = items
@@ -250,16 +250,26 @@ def _undo(item: dict, run: Runner) -> None:
         return
     path = pathlib.Path(item["path"])
     current, original = resolver.read_bytes(path), item["original"]
-    if item["written"] is not None and current == resolver.encode(item["written"]):
+    before = b"" if original is None else resolver.encode(original)
+    if current == (None if original is None else before):
+        log.info("%s already holds its original content", path)  # died before writing
+    elif item["written"] is not None and current is not None and _ours(current, before, item):
         if original is None:
             path.unlink()
         else:
-            resolver.write_in_place(path, resolver.encode(original))
+            resolver.write_in_place(path, before)
         log.info("restored the original %s", path)
-    elif current == (None if original is None else resolver.encode(original)):
-        log.info("%s already holds its original content", path)  # died before writing
     else:
         log.warning("%s was changed by someone else since tunnelgate wrote it; leaving their version", path)
+
+
+def _ours(current: bytes, original: bytes, item: dict) -> bool:
+    """Whether the file holds what we wrote, or what a crash left while we were
+    writing it (over the original or over our previous version) or putting the
+    original back over it."""
+    written = resolver.encode(item["written"])
+    under = resolver.encode(item["replacing"]) if item.get("replacing") is not None else original
+    return resolver.cut_short(current, under, written) or resolver.cut_short(current, written, original)
 
 
 def _undo_all(items: list[dict], journal: Journal, run: Runner) -> None:

@@ -15,7 +15,10 @@ and raises on failure.
             and overwritten in place (`write_in_place`), never replaced, because
             it may be a bind mount where a rename onto it fails. `encode` and
             `decode` turn those bytes into text that survives a JSON journal
-            byte for byte, non-UTF-8 bytes included.
+            byte for byte, non-UTF-8 bytes included. Overwriting in place is
+            not atomic: a crash part way leaves the new bytes' head on the old
+            bytes' tail, which `cut_short` recognises so that recovery can
+            still put the original back.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import subprocess
 import typing
 
 __all__ = ["RESOLV_CONF", "RESOLVED_RUN_DIR", "Runner", "run_command", "detect_backend",
-           "set_link", "revert_link", "encode", "decode", "read_bytes", "write_in_place"]
+           "set_link", "revert_link", "encode", "decode", "read_bytes", "write_in_place", "cut_short"]
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +155,17 @@ def write_in_place(path: pathlib.Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def cut_short(current: bytes, old: bytes, new: bytes) -> bool:
+    """Whether `current` is what `write_in_place(new)` leaves over `old` when it
+    stops part way: the first k bytes of `new` on the rest of `old`, for some
+    k, before the final truncate (the two ends themselves included)."""
+    if current == new or (len(current) >= len(old) and new.startswith(current)):
+        return True  # all of `old` overwritten, not yet truncated or fully written
+    if len(current) != len(old):
+        return False
+    tail = len(current)  # the shortest tail of `current` that is also `old`'s
+    while tail and current[tail - 1] == old[tail - 1]:
+        tail -= 1
+    return current[:tail] == new[:tail]
