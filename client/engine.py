@@ -104,6 +104,9 @@ class Engine:
         self._prompter = prompter
         #: The fingerprint the user chose to trust during this connection, if any.
         self.trusted_pin: str | None = None
+        #: The error that ended the run, set before the failed state is announced
+        #: (None while it has not failed, or when it was interrupted).
+        self.failure: ClientError | None = None
         self.state = State.DISCONNECTED
         self.session: GatewaySession | None = None
         self._tun: TunDevice | None = None
@@ -147,6 +150,7 @@ class Engine:
                 await self._stay_connected(stop)
         except ClientError as exc:
             self._teardown()
+            self.failure = exc
             self._set(State.FAILED, str(exc))
             raise
         except BaseException:

@@ -20,8 +20,8 @@ import urllib.parse
 
 from cryptography import x509
 
-from client.errors import (WRONG_CREDENTIALS, GatewayProtocolError, GatewayUnreachable, LoginFailed,
-                           SessionLost, TrustError, UsageError)
+from client.errors import (GatewayProtocolError, GatewayUnreachable, LoginFailed, SessionLost,
+                           TrustError, UsageError, WrongCredentials)
 from client.prompter import CertificateInfo, Prompter
 from client.trust import Trust, fingerprint, untrusted_message
 from client.wire import mux as m
@@ -305,7 +305,7 @@ async def open_session(gateway: GatewayAddress, trust: Trust, username: str, pas
         if response.status == 200:
             response = await _answer_challenge(link, gateway, response, prompter, timeout)
         if response.status == 401:
-            raise LoginFailed(f"login failed: {WRONG_CREDENTIALS}")
+            raise WrongCredentials("login failed: wrong user name or password")
         if response.status == 429:
             raise LoginFailed("login refused: too many failed attempts, try again later")
         if response.status != 201:

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 class ServiceBridge(QObject):
     """Qt signals for the control API's notifications."""
 
-    stateChanged = Signal(str, str)
-    """``state`` notification: state, detail."""
+    stateChanged = Signal(str, str, str)
+    """``state`` notification: state, detail, error kind ("" unless failed)."""
     statsUpdated = Signal(dict)
     """``stats`` notification: the stats object of Status."""
     logLine = Signal(dict)
@@ -36,7 +36,8 @@ class ServiceBridge(QObject):
     def deliver(self, method: str, params: dict) -> None:
         """Emit the signal for one notification (the subscribe callback)."""
         if method == "state":
-            self.stateChanged.emit(str(params.get("state", "")), str(params.get("detail", "")))
+            self.stateChanged.emit(str(params.get("state", "")), str(params.get("detail", "")),
+                                   str(params.get("error_kind") or ""))
         elif method == "stats":
             self.statsUpdated.emit(dict(params))
         elif method == "log":

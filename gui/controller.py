@@ -13,7 +13,8 @@ attempt with notifications: a ``challenge`` asks for a one-time code, a
 is pinned in the profile), and each ``state`` leads to a fresh Status
 (``statusChanged``) and, for connected / disconnected / failed, a desktop
 notification (``notified``). A password to remember is stored once the
-session is up; one the gateway refuses is forgotten and asked for again.
+session is up; one the gateway refuses (error kind ``wrong_credentials``,
+never judged by the text) is forgotten and asked for again.
 Questions on screen close when their attempt ends, and are answered
 "cancel" when the app stops. Questions go through a ``prompts`` object
 (DialogPrompts in the app), so tests can drive the same flow with the real
@@ -30,7 +31,7 @@ import typing
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from client.control.errors import ControlError, ServiceUnavailable
-from client.errors import WRONG_CREDENTIALS, ClientError, UsageError
+from client.errors import ClientError, UsageError, WrongCredentials
 from gui.bridge import ServiceBridge
 
 log = logging.getLogger(__name__)
@@ -243,9 +244,9 @@ class Controller(QObject):
 
     # -- notifications -----------------------------------------------------
 
-    def _on_state(self, state: str, detail: str) -> None:
+    def _on_state(self, state: str, detail: str, error_kind: str = "") -> None:
         previous, self.state = self.state, state
-        self.status = {**self.status, "state": state, "detail": detail}
+        self.status = {**self.status, "state": state, "detail": detail, "error_kind": error_kind or None}
         if self._connecting_profile and not self.status.get("profile"):  # until the Status comes
             self.status["profile"] = self._connecting_profile
         self.stateChanged.emit(state, detail)
@@ -269,7 +270,7 @@ class Controller(QObject):
             for task in list(self._prompting):   # the attempt is over: close its questions
                 task.cancel()
             self._open_questions.clear()
-            if state == "failed" and attempt is not None and WRONG_CREDENTIALS in detail:
+            if state == "failed" and attempt is not None and error_kind == WrongCredentials.kind:
                 self.spawn(self._ask_again(attempt, detail))
         self.spawn(self._refresh_status())
 

@@ -57,6 +57,7 @@ class DemoEngine:
                  on_state=lambda s, d: None, prompter=None) -> None:
         self.options = options
         self._on_state = on_state
+        self.failure = None
         self.state = State.DISCONNECTED
         self.session = None
         self._in = self._out = 0

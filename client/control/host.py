@@ -3,7 +3,8 @@
 Theory of operation. ``connect`` checks that nothing is running, builds an
 ``Engine`` (through ``engine_factory``, so tests can use a fake) with fresh
 TUN/routes/DNS managers from the factories, and runs it in a task; every
-state change goes to the notifier as a ``state`` notification. While the
+state change goes to the notifier as a ``state`` notification (a failed
+one names its ``error_kind``, taken from the engine's ``failure``). While the
 engine runs, a sampler turns the byte counters into rates. The host is also
 the engine's ``Prompter``: a question becomes a ``challenge`` or
 ``certificate`` notification with a fresh id, and the answer arrives
@@ -27,7 +28,7 @@ import typing
 
 from client.control.errors import Busy, NoSuchQuestion
 from client.engine import Engine, EngineOptions
-from client.errors import ClientError, UsageError
+from client.errors import ClientError, UsageError, failure_kind
 from client.prompter import CertificateInfo
 from client.session import GatewayAddress
 from client.states import State
@@ -88,6 +89,8 @@ class EngineHost:
         self.state = State.DISCONNECTED
         self.detail = ""
         self.error: str | None = None
+        self.error_kind: str | None = None
+        """The machine-readable kind of ``error`` (client.errors.ClientError.kind)."""
         self._attempt: _Attempt | None = None
         self._questions: dict[str, _Question] = {}
         self._rates = (0.0, 0.0)
@@ -145,7 +148,7 @@ class EngineHost:
             options, password, tun_factory=self._tun_factory, routes=self._routes_factory(),
             dns=self._dns_factory() if self._dns_factory else None,
             on_state=self._on_state, prompter=_HostPrompter(self))
-        self.error = None
+        self.error = self.error_kind = None
         self._rates = (0.0, 0.0)
         self._attempt = _Attempt(gateway=address, username=username, profile=profile, engine=engine,
                                  owner=owner)
@@ -162,7 +165,7 @@ class EngineHost:
                 attempt.task.cancel()  # still logging in: nothing to log out of
             await asyncio.wait({attempt.task})
         if self.state is not State.DISCONNECTED:
-            self.error = None
+            self.error = self.error_kind = None
             self._set(State.DISCONNECTED, "")
         self.secrets = set()
 
@@ -222,6 +225,7 @@ class EngineHost:
                     "search": list(cfg.dns_search) if cfg else []},
             "connected_since": attempt.connected_since if shown else None,
             "error": self.error if self.state is State.FAILED else None,
+            "error_kind": self.error_kind if self.state is State.FAILED else None,
             "stats": self.stats(),
         }
 
@@ -229,11 +233,13 @@ class EngineHost:
 
     def _set(self, state: State, detail: str) -> None:
         self.state, self.detail = state, detail
-        self._notify("state", {"state": state.value, "detail": detail})
+        kind = self.error_kind if state is State.FAILED else None
+        self._notify("state", {"state": state.value, "detail": detail, "error_kind": kind})
 
     def _on_state(self, state: State, detail: str) -> None:
         if state is State.FAILED:
-            self.error = detail
+            # The engine calling back is the current attempt's (one at a time).
+            self.error, self.error_kind = detail, failure_kind(self._attempt.engine.failure)
         if state is State.CONNECTED and self._attempt and self._attempt.connected_since is None:
             self._attempt.connected_since = time.time()
         self._set(state, detail)
@@ -250,6 +256,7 @@ class EngineHost:
             log.exception("the engine failed unexpectedly")
             if self.state is not State.FAILED:
                 self.error = "internal error in the engine (see the service log)"
+                self.error_kind = failure_kind(None)
                 self._set(State.FAILED, self.error)
         finally:
             sampler.cancel()

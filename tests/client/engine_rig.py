@@ -44,12 +44,14 @@ class Prompts:
 class Rig:
     """Gateway on loopback plus an engine with fakes, for one test."""
 
-    def __init__(self, tmp_path, *, user="alice", prompter=None, trust=None, dns=True) -> None:
+    def __init__(self, tmp_path, *, user="alice", prompter=None, trust=None, dns=True,
+                 password=None) -> None:
         extra = '[dns]\nservers = ["127.0.0.53"]\nsearch = ["corp.example"]\n' if dns else ""
         self.setup = write_gateway(tmp_path, listen="127.0.0.1:0", hosts=["127.0.0.1"],
                                    allowed_networks=["127.0.0.0/8"], extra=extra)
         self.gateway = Gateway(load_config(self.setup.config))
         self.user, self.prompter, self.trust = user, prompter, trust
+        self.password = PASSWORDS[user] if password is None else password
         self.tun = MemoryTun()
         self.routes, self.dns = MemoryRoutes(), MemoryDns()
         self.states: list[tuple[State, str]] = []
@@ -60,7 +62,7 @@ class Rig:
                                 trust=self.trust or Trust(ca_file=self.setup.certs.ca_cert),
                                 username=self.user, reflect_network=REFLECT,
                                 reconnect_delays=(0.1, 0.2))
-        self.engine = Engine(options, PASSWORDS[self.user], tun_factory=lambda mtu: self.tun,
+        self.engine = Engine(options, self.password, tun_factory=lambda mtu: self.tun,
                              routes=self.routes, dns=self.dns, prompter=self.prompter,
                              on_state=lambda s, d: self.states.append((s, d)))
         self.stop = asyncio.Event()

@@ -14,7 +14,7 @@ import pytest
 from client.bpf.offload import MemoryOffload
 from client.dns import MemoryDns
 from client.engine import Engine, EngineOptions
-from client.errors import LoginFailed, TrustError
+from client.errors import LoginFailed, TrustError, WrongCredentials
 from client.routes import MemoryRoutes
 from client.session import GatewayAddress
 from client.states import State
@@ -113,6 +113,20 @@ def test_wrong_one_time_code_fails_with_its_reason(tmp_path):
         with pytest.raises(LoginFailed, match="wrong one-time code"):
             await asyncio.wait_for(rig.task, 10)
         assert rig.engine.state is State.FAILED and rig.routes.state is None
+        assert rig.engine.failure.kind == "login_failed"    # the password was right
+        rig.gateway.close()
+    run(main())
+
+
+def test_wrong_password_fails_as_wrong_credentials(tmp_path):
+    """A refused password ends the run with WrongCredentials, kept as the engine's failure."""
+    async def main():
+        rig = Rig(tmp_path, password="not the password")
+        await rig.start()
+        with pytest.raises(WrongCredentials, match="wrong user name or password") as info:
+            await asyncio.wait_for(rig.task, 10)
+        assert rig.engine.state is State.FAILED and rig.engine.failure is info.value
+        assert rig.engine.failure.kind == "wrong_credentials" and rig.routes.state is None
         rig.gateway.close()
     run(main())
 

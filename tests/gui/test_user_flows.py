@@ -15,17 +15,17 @@ from client.profiles import Profile
 from gui.app import App, parse_args
 from gui.cert_dialog import CertificateDialog
 from gui.login_dialog import LoginDialog
-from tests.client.control.fakes import FakeEngine
+from tests.client.control.fakes import REFUSED, FakeEngine
 from tests.gui.conftest import TIMEOUT_MS
 from tests.gui.test_service_flows import Gui
-
-REFUSED = "login failed: wrong user name or password"
 
 
 @pytest.fixture
 def gui(qtbot, run, service, profiles, passwords):
-    """The app's parts, started against the running service, with a "bad" profile (refused)."""
+    """The app's parts, started against the running service, with a "bad" profile (password
+    refused) and a "parrot" one (another login failure, in the words of a refused password)."""
     profiles.save(Profile(name="bad", gateway="https://vpn.example.com", username="mallory"))
+    profiles.save(Profile(name="parrot", gateway="https://vpn.example.com", username="parrot"))
     parts = Gui(qtbot, run, service, profiles, passwords)
     assert run(parts.controller.start())
     yield parts
@@ -33,7 +33,8 @@ def gui(qtbot, run, service, profiles, passwords):
 
 
 def test_refused_saved_password_is_forgotten_and_asked_again(gui, passwords):
-    """A keyring password the gateway refuses is deleted, and the login dialog opens again saying why."""
+    """A keyring password the gateway refuses (error kind wrong_credentials) is deleted, and the
+    login dialog opens again saying why."""
     passwords.set("bad", "mallory", "old password")
     gui.tray.connect_actions["bad"].trigger()
     login = gui.dialog(LoginDialog)
@@ -42,6 +43,19 @@ def test_refused_saved_password_is_forgotten_and_asked_again(gui, passwords):
     assert passwords.get("bad", "mallory") is None
     assert FakeEngine.instances[-1].password == "old password"
     login.reject()
+
+
+def test_other_failure_in_the_same_words_does_not_ask_again(gui, passwords):
+    """A failure whose kind is not wrong_credentials keeps the saved password and opens no
+    login dialog, though its text is that of a refused password."""
+    passwords.set("parrot", "parrot", "saved")
+    gui.run(gui.controller.connect_profile("parrot"))
+    gui.wait_state("failed")
+    assert gui.controller.status["error_kind"] == "login_failed"
+    assert ("Connection failed", REFUSED, "error") in gui.notes
+    gui.qtbot.wait(300)      # a second attempt would have opened its dialog by now
+    assert gui.prompts.current is None and gui.controller.is_idle()
+    assert passwords.get("parrot", "parrot") == "saved"
 
 
 def test_remembered_password_is_stored_only_once_accepted(gui, passwords):

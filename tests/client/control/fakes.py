@@ -1,7 +1,9 @@
 """A fake engine with the real Engine's constructor, for control-service tests.
 
 User "carol" must answer a one-time code ("123456"); host "untrusted.example"
-asks whether to trust its certificate; user "mallory" fails to log in; user
+asks whether to trust its certificate; user "mallory" gives a wrong password;
+user "parrot" fails on a gateway that answers a one-time code with the words
+of a wrong password (a failure of another kind with the same text); user
 "slow" waits in authenticating until disconnected. While connected, the byte
 counters grow by 1000 per `tick`.
 """
@@ -13,7 +15,7 @@ import ipaddress
 import logging
 
 from client.engine import Stats
-from client.errors import LoginFailed
+from client.errors import ClientError, LoginFailed, TrustError, WrongCredentials
 from client.prompter import CertificateInfo
 from client.session import ClientConfig
 from client.states import State, check_transition
@@ -24,6 +26,10 @@ CONFIG = ClientConfig(address=ipaddress.IPv4Interface("10.200.0.2/24"),
                       include=(ipaddress.IPv4Network("10.77.0.0/24"),), exclude=(),
                       dns_servers=(ipaddress.IPv4Address("10.77.0.53"),), dns_search=("corp.example",),
                       mtu=65000, keepalive=15.0, resources=("intranet-web",), session="s1")
+
+
+REFUSED = "login failed: wrong user name or password"
+"""The text of a refused password (and of user parrot's other failure)."""
 
 
 class _Session:
@@ -47,6 +53,7 @@ class FakeEngine:
         self.session = None
         self.bytes = 0
         self.trust_decision = None
+        self.failure = None
         FakeEngine.instances.append(self)
 
     @property
@@ -69,13 +76,15 @@ class FakeEngine:
                     issuer="CN=untrusted.example", fingerprint="sha256:" + "ab" * 32,
                     reason="self-signed certificate"))
                 if self.trust_decision not in ("once", "always"):
-                    raise LoginFailed("certificate not trusted")
+                    raise TrustError("certificate not trusted")
             self._set(State.AUTHENTICATING, self.options.username)
             log.info("logging in as %s", self.options.username)
             if self.options.username == "slow":
                 await asyncio.Event().wait()
             if self.options.username == "mallory":
-                raise LoginFailed("login failed: wrong user name or password")
+                raise WrongCredentials(REFUSED)
+            if self.options.username == "parrot":
+                raise LoginFailed(REFUSED)
             if self.options.username == "carol":
                 code = await self._prompter.one_time_code("One-time code")
                 if code != "123456":
@@ -88,7 +97,8 @@ class FakeEngine:
                 await stop.wait()
             finally:
                 ticker.cancel()
-        except LoginFailed as exc:
+        except ClientError as exc:
+            self.failure = exc
             self._set(State.FAILED, str(exc))
             raise
         except BaseException:

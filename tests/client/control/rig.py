@@ -82,6 +82,21 @@ class Service:
         await client.subscribe(notes, **subscribe_kw)
         return client, notes
 
+    async def answerer(self, decision: str, code=lambda: "") -> tuple[ControlClient, "Notes"]:
+        """A subscribed client that answers each certificate question with ``decision`` and
+        each challenge with ``code()``, and what it has seen."""
+        client = await self.client()
+        notes = Notes()
+
+        async def answer(method: str, params: dict) -> None:
+            notes(method, params)
+            if method == "certificate":
+                await client.answer_certificate(params["id"], decision)
+            elif method == "challenge":
+                await client.answer_challenge(params["id"], code())
+        await client.subscribe(answer)
+        return client, notes
+
 
 async def raw_call(path: pathlib.Path, *requests: p.Request) -> list[p.Message]:
     """Send raw requests on a fresh connection; return the answers in order."""

@@ -14,8 +14,8 @@ import pytest
 from client.control import protocol as p
 from client.control.client import ControlClient
 from client.control.errors import ControlError, ServiceUnavailable
-from tests.client.control.fakes import FakeEngine
-from tests.client.control.rig import PASSWORD, Gw, Notes, Service, raw_call, real_service, run
+from tests.client.control.fakes import REFUSED, FakeEngine
+from tests.client.control.rig import PASSWORD, Gw, Service, raw_call, real_service, run
 
 
 def test_hello_and_status(tmp_path):
@@ -133,18 +133,40 @@ def test_second_connect_is_busy(tmp_path):
 
 
 def test_failed_login_reports_the_error(tmp_path):
-    """A failing attempt ends in state failed with the one-line reason in status."""
+    """A failing attempt ends in state failed with the one-line reason and its kind in status."""
     async def main():
         async with Service(tmp_path) as svc:
             client, notes = await svc.subscriber()
             await client.connect("https://gw.example", "mallory", PASSWORD)
             failed = await notes.wait_for("state", lambda s: s["state"] == "failed")
             assert "wrong user name or password" in failed["detail"]
+            assert failed["error_kind"] == "wrong_credentials"
             status = await client.status()
             assert status["state"] == "failed" and "wrong user name" in status["error"]
+            assert status["error_kind"] == "wrong_credentials"
             await client.connect("https://gw.example", "alice", PASSWORD)  # failed is not busy
             await notes.wait_for("state", lambda s: s["state"] == "connected")
+            assert (await client.status())["error_kind"] is None
+            assert {params["error_kind"] for m, params in notes.seen
+                    if m == "state" and params["state"] != "failed"} == {None}
             await client.disconnect()
+            await client.close()
+    run(main())
+
+
+def test_error_kind_comes_from_the_failure_not_its_text(tmp_path):
+    """A login failure of another kind in the very words of a refused password is login_failed,
+    not wrong_credentials; a certificate the user does not trust is untrusted_certificate."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            client, notes = await svc.answerer("cancel")
+            for gateway, user, kind in (("https://gw.example", "parrot", "login_failed"),
+                                        ("https://untrusted.example", "alice", "untrusted_certificate")):
+                notes.seen.clear()
+                await client.connect(gateway, user, PASSWORD)
+                failed = await notes.wait_for("state", lambda s: s["state"] == "failed")
+                assert failed["error_kind"] == (await client.status())["error_kind"] == kind
+                assert user != "parrot" or failed["detail"] == REFUSED
             await client.close()
     run(main())
 
@@ -301,22 +323,39 @@ def test_real_engine_connects_and_restores(tmp_path):
     run(main())
 
 
+def test_real_engine_failures_carry_their_kind(tmp_path):
+    """Real gateway: a wrong password, a certificate the user does not trust and a closed port
+    reach the client as wrong_credentials, untrusted_certificate and gateway_unreachable."""
+    from tests.support import PASSWORDS
+
+    async def main():
+        with socket.create_server(("127.0.0.1", 0)) as closed:
+            closed_port = closed.getsockname()[1]
+        async with Gw(tmp_path) as gw, real_service(tmp_path) as svc:
+            client, notes = await svc.answerer("cancel")
+
+            async def kind_of_failure(url: str, password: str, ca) -> str:
+                notes.seen.clear()
+                await client.connect(url, "alice", password, ca=ca)
+                ended = await notes.wait_for("state", lambda s: s["state"] in ("connected", "failed"))
+                return ended["error_kind"]
+            ca, right = gw.setup.certs.ca_cert, PASSWORDS["alice"]
+            assert await kind_of_failure(gw.url, "not " + right, ca) == "wrong_credentials"
+            assert await kind_of_failure(gw.url, right, None) == "untrusted_certificate"
+            assert await kind_of_failure(f"https://127.0.0.1:{closed_port}", right, ca) \
+                == "gateway_unreachable"
+            assert (await client.status())["error_kind"] == "gateway_unreachable"
+            await client.close()
+    run(main())
+
+
 def test_real_engine_challenge_and_certificate(tmp_path):
     """Real gateway: an unknown certificate and a TOTP challenge are both answered over the API."""
     from tests.support import PASSWORDS, TOTP_SECRET
 
     async def main():
         async with Gw(tmp_path) as gw, real_service(tmp_path) as svc:
-            client = await svc.client()
-            notes = Notes()
-
-            async def answer(method, params):
-                notes(method, params)
-                if method == "certificate":
-                    await client.answer_certificate(params["id"], "once")
-                elif method == "challenge":
-                    await client.answer_challenge(params["id"], pyotp.TOTP(TOTP_SECRET).now())
-            await client.subscribe(answer)
+            client, notes = await svc.answerer("once", code=pyotp.TOTP(TOTP_SECRET).now)
             await client.connect(gw.url, "carol", PASSWORDS["carol"])  # no CA: untrusted
             await notes.wait_for("state", lambda s: s["state"] in ("connected", "failed"))
             assert (await client.status())["state"] == "connected", notes.seen
