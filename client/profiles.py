@@ -1,10 +1,11 @@
 """Per-user connection profiles (a TOML file) and their passwords (the OS keyring).
 
 ``ProfileStore`` reads and writes ``profiles.toml`` in the user's config
-folder, one ``[[profile]]`` table per profile. The file is written by a
-tiny writer here (the standard library reads TOML but cannot write it),
-atomically (a temporary file renamed over the old one). A broken file is a
-``ProfileError`` naming the file and the line, or the profile at fault.
+folder, one ``[[profile]]`` table per profile. It reads the file with
+tomllib and changes it in place with tomlkit (``client.toml_tables``), so
+that what the user wrote by hand (comments, blank lines, key order) stays;
+it writes atomically (a temporary file renamed over the old one). A broken
+file is a ``ProfileError`` naming the file and the line, or the profile at fault.
 
 ``PasswordStore`` keeps one password per profile in the keyring under the
 service "tunnelgate" and the key "PROFILE:USERNAME"; when no keyring backend
@@ -17,10 +18,14 @@ import dataclasses
 import os
 import pathlib
 import re
+import stat
 import tempfile
 import tomllib
 
+import tomlkit.exceptions
+
 from client.errors import ClientError, UsageError
+from client.toml_tables import TableArray
 
 KEYRING_SERVICE = "tunnelgate"
 _NAME = re.compile(r"^[\w][\w .@+-]{0,63}$")
@@ -79,6 +84,9 @@ class Profile:
             raise UsageError("connect_at_start must be true or false")
         if any(ord(c) < 32 for c in self.username + self.gateway):
             raise UsageError("profile fields may not contain control characters")
+        if any("\ud800" <= c <= "\udfff" for c in self.username + self.gateway + (self.ca or "")):
+            raise UsageError("profile fields must be UTF-8 text (a path given in another "
+                             "encoding cannot be saved)")
         from client.session import GatewayAddress
         GatewayAddress.parse(self.gateway)
         if self.pin is not None:
@@ -86,55 +94,99 @@ class Profile:
             Trust(pin=self.pin)
 
 
-def _toml_string(value: str) -> str:
-    out = ['"']
-    for ch in value:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+_HEADER = "# Tunnelgate connection profiles (passwords live in the keyring, not here)\n"
+
+
+def _fields(profile: Profile) -> dict[str, object]:
+    return {field: getattr(profile, field) for field in _FIELDS}
 
 
 def render(profiles: list[Profile]) -> str:
-    """The TOML text of a list of profiles."""
-    lines = ["# Tunnelgate connection profiles (passwords live in the keyring, not here)"]
+    """The TOML text of a new profiles file holding ``profiles``."""
+    tables = TableArray(_HEADER, "profile")
     for profile in profiles:
-        lines += ["", "[[profile]]"]
-        for field in _FIELDS:
-            value = getattr(profile, field)
-            if value is None:
-                continue
-            text = ("true" if value else "false") if isinstance(value, bool) else _toml_string(value)
-            lines.append(f"{field} = {text}")
-    return "\n".join(lines) + "\n"
+        tables.append(_fields(profile))
+    return tables.text()
 
 
 class ProfileStore:
-    """The profiles file of one user."""
+    """The profiles file of one user.
+
+    Saving changes the file in place (``client.toml_tables``): comments,
+    blank lines, key order and the spelling of values that a change does not
+    touch stay as the user wrote them. The file is written atomically (a
+    temporary file with the old file's mode, synced, renamed over it) and only
+    once the new text reads back as the intended profiles.
+    """
 
     def __init__(self, path: pathlib.Path | None = None) -> None:
         self.path = pathlib.Path(path) if path is not None else default_path()
 
     def load(self) -> list[Profile]:
         """All profiles, in file order; [] when the file does not exist. Raises ProfileError."""
+        return self._read()[1]
+
+    def get(self, name: str) -> Profile | None:
+        """The profile called ``name``, or None."""
+        return next((p for p in self.load() if p.name == name), None)
+
+    def save(self, profile: Profile, replacing: str | None = None) -> None:
+        """Add ``profile``, or replace the one with its name (keeping its place).
+
+        ``replacing``: the old name of a renamed profile, which is changed in
+        place. Renaming onto the name of another profile is a UsageError.
+        """
+        text, profiles = self._read()
+        names = [p.name for p in profiles]
+        if replacing not in (None, profile.name) and profile.name in names:
+            raise UsageError(f"a profile named {profile.name!r} already exists")
+        tables = self._tables(text)
+        old = replacing if replacing in names else profile.name
+        if old in names:
+            index = names.index(old)
+            before, after = _fields(profiles[index]), _fields(profile)
+            tables.update(index, {k: v for k, v in after.items() if v != before[k]})
+            profiles[index] = profile
+        else:
+            tables.append(_fields(profile))
+            profiles.append(profile)
+        self._write(tables.text(), profiles)
+
+    def remove(self, name: str) -> bool:
+        """Remove the profile called ``name``; False if there was none."""
+        text, profiles = self._read()
+        names = [p.name for p in profiles]
+        if name not in names:
+            return False
+        tables, index = self._tables(text), names.index(name)
+        tables.remove(index)
+        del profiles[index]
+        self._write(tables.text(), profiles)
+        return True
+
+    def _read(self) -> tuple[str, list[Profile]]:
+        """The file's text (a new file's when there is none) and its profiles."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return []
+            return _HEADER, []
         except (OSError, UnicodeDecodeError) as exc:
             raise ProfileError(f"cannot read {self.path}: {exc}") from None
+        return text, self._parse(text)
+
+    def _tables(self, text: str) -> TableArray:
+        try:
+            return TableArray(text, "profile")
+        except tomlkit.exceptions.TOMLKitError as exc:  # tomllib read it: tomlkit should too
+            raise ProfileError(f"{self.path}: cannot edit this file: {exc}") from None
+
+    def _parse(self, text: str) -> list[Profile]:
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ProfileError(f"{self.path}: {exc}") from None  # the message names line and column
         unknown = sorted(set(doc) - {"profile"})
-        if unknown:  # refused, not ignored: the next save would silently drop them
+        if unknown:  # refused, not ignored: a typo would otherwise go unnoticed
             raise ProfileError(f"{self.path}: unknown top-level key(s) {', '.join(unknown)} "
                                "(only [[profile]] tables belong here)")
         tables = doc.get("profile", [])
@@ -163,43 +215,36 @@ class ProfileStore:
             profiles.append(profile)
         return profiles
 
-    def get(self, name: str) -> Profile | None:
-        """The profile called ``name``, or None."""
-        return next((p for p in self.load() if p.name == name), None)
-
-    def save(self, profile: Profile) -> None:
-        """Add ``profile``, or replace the one with its name (keeping its place)."""
-        profiles = self.load()
-        for i, old in enumerate(profiles):
-            if old.name == profile.name:
-                profiles[i] = profile
-                break
-        else:
-            profiles.append(profile)
-        self._write(profiles)
-
-    def remove(self, name: str) -> bool:
-        """Remove the profile called ``name``; False if there was none."""
-        profiles = self.load()
-        kept = [p for p in profiles if p.name != name]
-        if len(kept) == len(profiles):
-            return False
-        self._write(kept)
-        return True
-
-    def _write(self, profiles: list[Profile]) -> None:
+    def _write(self, text: str, profiles: list[Profile]) -> None:
         try:
+            intended = self._parse(text) == profiles
+        except ProfileError:
+            intended = False
+        if not intended:  # a bug, not the user's doing: leave the file alone
+            raise ProfileError(f"{self.path}: the edited file did not read back as intended; "
+                               "it was left unchanged")
+        try:
+            try:
+                mode = stat.S_IMODE(self.path.stat().st_mode)  # kept, like everything else
+            except FileNotFoundError:
+                mode = 0o600
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".profiles-", dir=self.path.parent)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(render(profiles))
+                    os.fchmod(f.fileno(), mode)
+                    f.write(text)
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, self.path)
             except BaseException:
                 os.unlink(tmp)
                 raise
+            folder = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(folder)  # makes the rename itself durable
+            finally:
+                os.close(folder)
         except OSError as exc:
             raise ProfileError(f"cannot write {self.path}: {exc}") from None
 

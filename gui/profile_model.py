@@ -48,9 +48,7 @@ class ProfileListModel(QAbstractListModel):
 
     def save(self, profile, replacing: str | None = None) -> None:
         """Save a new or edited profile (``replacing``: its old name, when renamed)."""
-        self.store.save(profile)
-        if replacing and replacing != profile.name:
-            self.store.remove(replacing)
+        self.store.save(profile, replacing=replacing)  # one write; a rename keeps its place
         self.reload()
 
     def remove(self, name: str) -> bool:

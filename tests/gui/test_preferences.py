@@ -84,6 +84,7 @@ def test_add_profile_saves_it(qtbot, profiles, passwords):
 def test_edit_profile_renames_and_moves_password(qtbot, profiles, passwords):
     """Editing a profile's name replaces it in the store and moves its saved password."""
     passwords.set("work", "alice", "pw")
+    order = [p.name for p in profiles.load()]
     dialog = PreferencesDialog(profiles, passwords)
     qtbot.addWidget(dialog)
     dialog.select("work")
@@ -93,6 +94,7 @@ def test_edit_profile_renames_and_moves_password(qtbot, profiles, passwords):
     with qtbot.waitSignal(dialog.profilesChanged, timeout=2000):
         dialog.editor.ok_button.click()
     assert profiles.get("work") is None and profiles.get("office").gateway == "https://vpn.example.com:8443"
+    assert [p.name for p in profiles.load()] == ["office" if n == "work" else n for n in order]  # kept its place
     qtbot.waitUntil(lambda: passwords.get("work", "alice") is None, timeout=2000)   # a worker moves it
     assert passwords.get("office", "alice") == "pw"
 
