@@ -40,6 +40,8 @@ class ServerConfig:
     """Concurrent tunnel streams one session may hold open."""
     max_sessions_per_user: int = 8
     """Concurrent sessions one user may hold."""
+    max_connections_per_source: int = 64
+    """Concurrent client connections one source address (an IPv6 /64) may hold open."""
     connect_timeout: float = 5.0
     """Seconds to wait for the gateway's own connection to a target."""
     idle_timeout: float = 7200.0

@@ -27,9 +27,9 @@ _PORT_RANGE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
 _INT_LIMIT = 2**31 - 1
 _MIN_SECONDS = 0.01
 _LIMITS = {
-    "max_streams_per_session", "max_sessions_per_user", "connect_timeout", "idle_timeout",
-    "session_idle_timeout", "max_header_bytes", "login_attempts_per_user",
-    "login_attempts_per_source", "login_window", "keepalive", "mtu",
+    "max_streams_per_session", "max_sessions_per_user", "max_connections_per_source",
+    "connect_timeout", "idle_timeout", "session_idle_timeout", "max_header_bytes",
+    "login_attempts_per_user", "login_attempts_per_source", "login_window", "keepalive", "mtu",
 }
 
 

@@ -14,6 +14,10 @@ Attempts still being checked count too (``begin`` .. ``end``): the password
 check is slow and runs off the event loop, so without them a burst of
 concurrent guesses would all pass before the first failure is recorded. They
 are kept only while in flight, so they need no cap of their own.
+
+``ConnectionCount`` caps the client connections one source holds open at once
+(counted from accept to close, an IPv6 source as its /64, like the throttle's
+sources), and paces the reports of the connections it refuses.
 """
 
 from __future__ import annotations
@@ -151,3 +155,80 @@ class LoginThrottle:
     def tracked(self) -> int:
         """Number of user and source keys currently remembered."""
         return len(self._users.entries) + len(self._sources.entries)
+
+
+class ConnectionSlot:
+    """One admitted connection's place in its source's count."""
+
+    __slots__ = ("_count", "_key")
+
+    def __init__(self, count: "ConnectionCount", key: str) -> None:
+        self._count = count
+        self._key: str | None = key
+
+    def release(self) -> None:
+        """Give the place back; only the first call counts, so every path that
+        ends the connection may call it."""
+        if self._key is not None:
+            self._count._release(self._key)
+            self._key = None
+
+
+class ConnectionCount:
+    """Open connections per source, at most ``max_per_source`` each; all times are passed in."""
+
+    def __init__(self, max_per_source: int, *, report_every: float = 10.0) -> None:
+        if max_per_source < 1:
+            raise ValueError("max_per_source must be at least 1")
+        if report_every <= 0:
+            raise ValueError("report_every must be positive")
+        self.max_per_source = max_per_source
+        self.report_every = report_every
+        self.refused = 0
+        """Connections refused since start."""
+        self._open: dict[str, int] = {}     # only sources with connections open
+        self._unreported = 0
+        self._reported_at = float("-inf")
+
+    def admit(self, source: str) -> ConnectionSlot | None:
+        """Count a new connection from ``source``: its slot (release it when the
+        connection closes), or None when the source is at its cap."""
+        key = source_key(source)
+        held = self._open.get(key, 0)
+        if held >= self.max_per_source:
+            return None
+        self._open[key] = held + 1
+        return ConnectionSlot(self, key)
+
+    def open_from(self, source: str) -> int:
+        """Connections open from ``source`` (its /64 for IPv6)."""
+        return self._open.get(source_key(source), 0)
+
+    @property
+    def open(self) -> int:
+        """Connections open from all sources."""
+        return sum(self._open.values())
+
+    def note_refused(self, now: float) -> int:
+        """Count a refused connection; returns how many refusals to report now: all
+        those not yet reported when ``report_every`` has passed since the last
+        report, else 0 (the caller reports the rest later with ``take_unreported``)."""
+        self.refused += 1
+        self._unreported += 1
+        if now - self._reported_at < self.report_every:
+            return 0
+        return self.take_unreported(now)
+
+    def take_unreported(self, now: float) -> int:
+        """Refusals not reported yet; they count as reported at ``now``."""
+        count, self._unreported = self._unreported, 0
+        if count:
+            self._reported_at = now
+        return count
+
+    def _release(self, key: str) -> None:
+        left = self._open.get(key, 0) - 1
+        if left > 0:
+            self._open[key] = left
+        else:
+            self._open.pop(key, None)

@@ -7,13 +7,13 @@ then answers 200, piping bytes between that connection and the stream
 (reverse NAT: the intranet host sees the gateway). A refused, unreachable or
 denied target gets an error status with an RFC 9209 ``proxy-status``. Every
 flow is written to the audit log when it ends. A client that stops reading
-is held back (``backpressure``).
+is held back (``backpressure``). Connections come from ``listener``, which
+holds each source to ``max_connections_per_source``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import logging
 import signal
@@ -31,8 +31,10 @@ from gateway_stub.backpressure import OutputHold
 from gateway_stub.config import GatewayConfig
 from gateway_stub.errors import ConfigError
 from gateway_stub.icmp_relay import EchoRelay, EchoSocket
+from gateway_stub.limits import ConnectionCount, ConnectionSlot
+from gateway_stub.listener import Listener
 from gateway_stub.stream_handlers import Body, Connecting
-from gateway_stub.targets import proxy_status_header
+from gateway_stub.targets import connect_failure, proxy_status_header
 from gateway_stub.udp_relay import UdpRelay
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,11 @@ log = logging.getLogger(__name__)
 MAX_LOGIN_BODIES = 8
 
 class GatewayConnection(Link):
-    """One client's TLS connection."""
+    """One client's TLS connection, holding ``slot`` in its source's count until it is gone."""
 
-    def __init__(self, gateway: "Gateway") -> None:
+    def __init__(self, gateway: "Gateway", slot: ConnectionSlot) -> None:
         self.gateway = gateway
+        self._slot = slot
         limits = gateway.config.server
         super().__init__(m.Mux(client_side=False,
                                max_concurrent_streams=limits.max_streams_per_session,
@@ -84,6 +87,7 @@ class GatewayConnection(Link):
     def connection_lost(self, exc) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+        self._slot.release()
         super().connection_lost(exc)
 
     async def _watch(self) -> None:
@@ -297,18 +301,6 @@ def end_stream_headers() -> list[tuple[str, str]]:
     return [("content-length", "0")]
 
 
-def connect_failure(exc: BaseException) -> tuple[int, str]:
-    """Map a failed connect to an HTTP status and an RFC 9209 error."""
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return 504, "connection_timeout"
-    if isinstance(exc, ConnectionRefusedError):
-        return 502, "connection_refused"
-    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH,
-                                                  errno.EADDRNOTAVAIL):
-        return 502, "destination_ip_unroutable"
-    return 502, "destination_unavailable"
-
-
 class Gateway:
     """The listening gateway."""
 
@@ -320,7 +312,9 @@ class Gateway:
         except OSError as exc:
             raise ConfigError(f"cannot open {config.server.audit_log}: {exc.strerror or exc}",
                               file=str(config.source), key="server.audit_log") from None
-        self._server: asyncio.base_events.Server | None = None
+        self.connections = ConnectionCount(config.server.max_connections_per_source)
+        """Open client connections per source; its counts are the gateway's statistics."""
+        self._listener: Listener | None = None
         self._echo: EchoSocket | None = None
 
     def echo_socket(self) -> EchoSocket:
@@ -352,16 +346,14 @@ class Gateway:
     async def start(self) -> list[tuple[str, int]]:
         """Start listening; returns the bound addresses."""
         host, port = self.config.server.listen_host, self.config.server.listen_port
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: GatewayConnection(self), host or None, port, ssl=self.ssl_context(),
-            ssl_handshake_timeout=10.0, reuse_address=True, backlog=1024)
-        return [s.getsockname()[:2] for s in self._server.sockets]
+        self._listener = Listener(lambda slot: GatewayConnection(self, slot),
+                                  self.ssl_context(), self.connections)
+        return await self._listener.start(host or None, port)
 
     def close(self) -> None:
         """Stop accepting connections (established sessions end with their connections)."""
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            self._listener.close()
         if self._echo is not None:
             self._echo.close()
             self._echo = None

@@ -8,6 +8,8 @@ RFC 9209 ``proxy-status`` header.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import functools
 import ipaddress
 
@@ -24,6 +26,18 @@ def proxy_status_header(error: str, detail: str = "") -> tuple[str, str]:
         text = "".join(c if " " <= c <= "~" else "?" for c in detail)
         value += '; details="' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return ("proxy-status", value)
+
+
+def connect_failure(exc: BaseException) -> tuple[int, str]:
+    """Map a failed connect to an HTTP status and an RFC 9209 error."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return 504, "connection_timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return 502, "connection_refused"
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                                  errno.EADDRNOTAVAIL):
+        return 502, "destination_ip_unroutable"
+    return 502, "destination_unavailable"
 
 
 @functools.lru_cache(maxsize=4096)

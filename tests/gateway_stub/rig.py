@@ -106,11 +106,13 @@ async def connect(session, authority: str) -> Flow:
     return flow
 
 
-async def raw_tls(bench: Bench, alpn: list[str]):
-    """A bare TLS connection to the gateway offering ``alpn`` (reader, writer)."""
+async def raw_tls(bench: Bench, alpn: list[str], *, local: str | None = None):
+    """A bare TLS connection to the gateway offering ``alpn``, from the address ``local``
+    if given (reader, writer)."""
     ctx = ssl.create_default_context(cafile=str(bench.setup.certs.ca_cert))
     ctx.set_alpn_protocols(alpn)
-    return await asyncio.open_connection(bench.address.host, bench.address.port, ssl=ctx)
+    return await asyncio.open_connection(bench.address.host, bench.address.port, ssl=ctx,
+                                         local_addr=(local, 0) if local else None)
 
 
 def udp_headers(session, port: int) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ private_key = "gateway.key"
 
 FULL = SERVER + f"""\
 max_streams_per_session = 50
+max_connections_per_source = 16
 connect_timeout = 2
 audit_log = "audit.log"
 
@@ -87,6 +88,7 @@ def test_full_example_loads(tmp_path):
     assert server.certificate == (tmp_path / "gateway.crt").resolve()
     assert server.audit_log == (tmp_path / "audit.log").resolve()
     assert server.max_streams_per_session == 50
+    assert server.max_connections_per_source == 16
     assert server.connect_timeout == 2.0 and isinstance(server.connect_timeout, float)
     assert server.max_sessions_per_user == 8 and server.mtu == 65000
     assert config.pool == IPv4Network("10.200.0.0/24")
@@ -112,6 +114,7 @@ def test_minimal_config_uses_defaults(tmp_path):
     assert config.dns.servers == () and config.dns.search == ()
     assert config.users == () and config.server.audit_log is None
     assert config.server.login_window == 300.0
+    assert config.server.max_connections_per_source == 64
 
 
 def test_ipv6_listen_address(tmp_path):
@@ -148,6 +151,16 @@ def test_syntax_error_reports_file_and_line(tmp_path):
         ("max_streams_per_session = 50", "max_streams_per_session = true",
          "server.max_streams_per_session: must be an integer, not a boolean"),
         ("max_streams_per_session = 50", "mtu = 100", "server.mtu: must be from 576 to 65535"),
+        ("max_connections_per_source = 16", "max_connections_per_source = 0",
+         "server.max_connections_per_source: must be at least 1, not 0"),
+        ("max_connections_per_source = 16", "max_connections_per_source = 2147483648",
+         "server.max_connections_per_source: must be at most 2147483647, not 2147483648"),
+        ("max_connections_per_source = 16", 'max_connections_per_source = "64"',
+         "server.max_connections_per_source: must be an integer, not a string"),
+        ("max_connections_per_source = 16", "max_connections_per_source = 6.5",
+         "server.max_connections_per_source: must be an integer, not a number"),
+        ("max_connections_per_source = 16", "max_connections_per_sources = 16",
+         "server: unknown key 'max_connections_per_sources'"),
         ('network = "10.200.0.0/24"', 'network = "10.200.0.0/31"', "pool.network: pool 10.200.0.0/31 is too small"),
         ('network = "10.200.0.0/24"', 'network = "10.77.0.0/16"',
          'pool.network: pool 10.77.0.0/16 overlaps 10.77.0.0/24 of resource "intranet-web"'),

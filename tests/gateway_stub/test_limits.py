@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway_stub.limits import LoginThrottle
+from gateway_stub.limits import ConnectionCount, LoginThrottle
 
 
 def test_user_is_blocked_after_limit_and_freed_after_window():
@@ -105,3 +105,69 @@ def test_attempts_in_flight_count_against_the_limits():
     throttle.record_success("alice", "src")
     assert throttle.allowed("alice", "other-src", 1.0)
     assert throttle.allowed("carol", "src", 1.0)
+
+
+def test_connections_beyond_the_cap_are_refused_per_source():
+    """A source holds at most max_per_source connections; others are unaffected, and a
+    released slot lets one more in."""
+    count = ConnectionCount(max_per_source=2)
+    slots = [count.admit("192.0.2.1"), count.admit("192.0.2.1")]
+    assert None not in slots
+    assert count.admit("192.0.2.1") is None
+    assert count.admit("192.0.2.2") is not None
+    assert (count.open_from("192.0.2.1"), count.open) == (2, 3)
+    slots[0].release()
+    assert count.admit("192.0.2.1") is not None
+
+
+def test_releasing_a_slot_twice_frees_one_place_only():
+    """Every path that ends a connection may release its slot; only the first counts."""
+    count = ConnectionCount(max_per_source=2)
+    first = count.admit("src")
+    count.admit("src")
+    first.release()
+    first.release()
+    assert count.open_from("src") == 1
+    assert count.admit("src") is not None and count.admit("src") is None
+
+
+def test_connection_count_forgets_idle_sources():
+    """A source with nothing open takes no memory, however many came and went."""
+    count = ConnectionCount(max_per_source=1)
+    for i in range(1000):
+        count.admit(f"198.51.100.{i % 250}").release()
+    assert count.open == 0 and count.open_from("198.51.100.7") == 0
+
+
+def test_connections_from_one_ipv6_slash_64_share_a_count():
+    """Addresses of one /64 count as one source; mapped IPv4 counts as the IPv4 host."""
+    count = ConnectionCount(max_per_source=2)
+    assert count.admit("2001:db8:1:2::1") and count.admit("2001:db8:1:2::ffff")
+    assert count.admit("2001:db8:1:2:abcd::9") is None
+    assert count.admit("2001:db8:1:3::1") is not None
+    count.admit("192.0.2.7")
+    count.admit("::ffff:192.0.2.7")
+    assert count.admit("192.0.2.7") is None
+
+
+def test_refusals_are_reported_at_most_once_per_interval():
+    """The first refusal is reported at once; later ones add up until the interval has
+    passed, and what is left can be taken by a timer."""
+    count = ConnectionCount(max_per_source=1, report_every=10.0)
+    assert count.note_refused(100.0) == 1
+    assert [count.note_refused(t) for t in (101.0, 102.0, 109.0)] == [0, 0, 0]
+    assert count.note_refused(110.0) == 4
+    assert count.note_refused(111.0) == 0
+    assert count.take_unreported(112.0) == 1
+    assert count.take_unreported(113.0) == 0
+    assert count.note_refused(119.0) == 0          # 112.0 was the last report
+    assert count.note_refused(122.0) == 2
+    assert count.refused == 8
+
+
+def test_invalid_connection_caps_are_refused():
+    """A cap below one or a non-positive report interval is a caller error."""
+    with pytest.raises(ValueError):
+        ConnectionCount(max_per_source=0)
+    with pytest.raises(ValueError):
+        ConnectionCount(max_per_source=1, report_every=0.0)
