@@ -153,7 +153,7 @@ class GatewayConnection(Link):
             session = api.logout(api.token_of(h))
             if session is not None:
                 log.info("session %s of %s logged out", session.id, session.user.name)
-            self.respond(ev.stream_id, 204, end_stream_headers())
+            self.respond(ev.stream_id, 204, end_stream_headers(), end=True)
         else:
             self._answer(ev.stream_id, ApiResponse(404, {"error": "no such resource"}))
 

@@ -173,10 +173,12 @@ class Link(asyncio.Protocol):
             self._handlers.pop(stream_id, None)
 
     def respond(self, stream_id: int, status: int, headers: list[tuple[str, str]] = (),
-                *, body: bytes = b"") -> bool:
+                *, body: bytes = b"", end: bool | None = None) -> bool:
         """Answer a request; with a body, the stream is ended after it.
 
-        Returns False when the stream or the session is already gone.
+        Without a body, ``end`` says whether the answer ends the stream; by
+        default only an error does (a 2xx opens a CONNECT tunnel). Returns
+        False when the stream or the session is already gone.
         """
         if self.closed.done():
             return False
@@ -186,7 +188,7 @@ class Link(asyncio.Protocol):
                 self.mux.send(stream_id, body)
                 self.mux.end(stream_id)
             else:
-                self.mux.respond(stream_id, status, headers, end=status >= 300)
+                self.mux.respond(stream_id, status, headers, end=status >= 300 if end is None else end)
         except m.StreamGone:
             return False
         self._mark()

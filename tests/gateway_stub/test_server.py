@@ -26,6 +26,18 @@ def test_login_returns_config_with_pool_address_and_routes(tmp_path):
     run(main())
 
 
+def test_logout_is_answered_with_a_complete_204(tmp_path):
+    """DELETE /api/v1/session ends its stream with the 204, so logging out does not wait for a timeout."""
+    async def main():
+        async with Bench(tmp_path) as bench:
+            session = await bench.login()
+            answer = await session.link.request(session._api("DELETE", "/api/v1/session"), timeout=5.0)
+            assert answer.status == 204
+            assert bench.gateway.api.session_for(dict([session.auth_header()]), 0.0) is None
+            await session.logout()
+    run(main())
+
+
 def test_wrong_password_is_refused_clearly(tmp_path):
     """A wrong password ends in LoginFailed with a message that says so."""
     async def main():
