@@ -3,7 +3,9 @@
 Theory of operation. Only echo requests (type 8, code 0) read from the TUN
 become ``EchoRequest``s; the engine sends each one, as a whole IPv4 packet in a
 DATAGRAM capsule (context 0), on a connect-ip stream scoped to its target and
-IP protocol 1 (RFC 9484). Every other ICMP message is dropped and counted.
+IP protocol 1 (RFC 9484); a ping larger than the TUN's MTU arrives as IPv4
+fragments, which are reassembled first. Every other ICMP message is dropped
+and counted.
 ``validate_echo_packet`` is the one gate for echo packets crossing the tunnel:
 the gateway accepts only type 8 to the stream's target, the client only
 type 0 from it. ``reply_packet`` builds an echo reply as the target would
@@ -14,9 +16,10 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from client import packet as pk
+from client.ip_reassembly import Reassembler
 from client.wire.capsule import encode_datagram
 
 ECHO_REPLY = 0
@@ -44,6 +47,8 @@ class EchoRequest:
     seq: int                        #: ICMP sequence number
     payload: bytes                  #: the echo data, returned unchanged in the reply
     ttl: int                        #: the request's IPv4 TTL
+    packet: bytes = field(default=b"", compare=False, repr=False)
+    """The whole IPv4 packet, as it goes over connect-ip (reassembled if it came in fragments)."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class IcmpEchoStats:
     requests: int               #: echo requests accepted
     dropped_other_types: int    #: well-formed ICMP that is not an echo request
     dropped_malformed: int      #: bad IPv4/ICMP structure or checksum
-    dropped_fragments: int      #: IPv4 fragments of ICMP
+    dropped_fragments: int      #: IPv4 fragments of ICMP that could not be reassembled
     not_ours: int               #: packets that are not ICMP/IPv4 at all
 
 
@@ -118,11 +123,12 @@ class IcmpEcho:
         self._requests = 0
         self._other = 0
         self._malformed = 0
-        self._fragments = 0
+        self._fragments = Reassembler()
         self._not_ours = 0
 
-    def from_tun(self, packet) -> EchoRequest | None:
-        """An echo request to any destination, or None (dropped and counted). Never raises."""
+    def from_tun(self, packet, now: float = 0.0) -> EchoRequest | None:
+        """An echo request to any destination, or None (dropped and counted, or a fragment
+        of a ping not yet complete; ``now`` times those out). Never raises."""
         try:
             _, total, ttl, src, dst, ident, seq = _parse(packet, ECHO_REQUEST)
             ihl = (packet[0] & 0x0F) << 2
@@ -134,8 +140,8 @@ class IcmpEcho:
                 self._not_ours += 1
             return None
         except _Fragment:
-            self._fragments += 1
-            return None
+            whole = self._fragments.push(packet, now)
+            return None if whole is None else self.from_tun(whole, now)
         except pk.MalformedPacket:
             self._malformed += 1
             return None
@@ -144,7 +150,11 @@ class IcmpEcho:
             return None
         self._requests += 1
         return EchoRequest(target=ipaddress.IPv4Address(dst), client=ipaddress.IPv4Address(src),
-                           ident=ident, seq=seq, payload=payload, ttl=ttl)
+                           ident=ident, seq=seq, payload=payload, ttl=ttl, packet=bytes(packet[:total]))
+
+    def expire(self, now: float) -> None:
+        """Drop fragments of pings that never completed."""
+        self._fragments.expire(now)
 
     def reply_packet(self, request: EchoRequest, payload: bytes | None = None) -> bytes:
         """The echo reply (type 0) from the request's target to its client, with the same
@@ -158,5 +168,5 @@ class IcmpEcho:
     def stats(self) -> IcmpEchoStats:
         """A snapshot of the counters."""
         return IcmpEchoStats(requests=self._requests, dropped_other_types=self._other,
-                             dropped_malformed=self._malformed, dropped_fragments=self._fragments,
+                             dropped_malformed=self._malformed, dropped_fragments=self._fragments.dropped,
                              not_ours=self._not_ours)

@@ -6,8 +6,11 @@ their target and IP protocol 1; the stream is opened on the first request
 and kept while pings keep coming. The gateway pings the target from its own
 address and returns each echo reply, which is written to the TUN as a packet
 from the target to the app. A denied target gets ICMP "administratively
-prohibited" back, so ping reports an error instead of hanging. Every other
-ICMP type is dropped (counted by ``IcmpEcho``).
+prohibited" back (other refusals: network or host unreachable), so ping
+reports an error instead of hanging. Every other ICMP type is dropped
+(counted by ``IcmpEcho``), and so is a reply that does not come from the
+stream's target. While the gateway does not take what a stream queues,
+further requests are dropped (as a congested network would).
 """
 
 from __future__ import annotations
@@ -17,11 +20,18 @@ import typing
 
 from client.icmp_echo import IcmpEcho, validate_echo_packet
 from client.packet import build_icmp_unreachable, build_ipv4_header
+from client.reflector import Refusal
 from client.session import GatewaySession
+from client.tcp_path import refusal_for
 from client.wire.capsule import DATAGRAM, CapsuleError, CapsuleParser, encode_datagram, parse_datagram
 
 #: A target's stream closes after this long without an echo request.
 IDLE = 30.0
+#: Capsule bytes queued on a stream past which new echo requests are dropped.
+BACKLOG = 1024 * 1024
+#: The ICMP destination unreachable code for each kind of refusal (read as for TCP).
+_CODES = {Refusal.PROHIBITED: 13, Refusal.NET_UNREACHABLE: 0, Refusal.HOST_UNREACHABLE: 1,
+          Refusal.REFUSED: 1}
 
 
 class _EchoStream:
@@ -38,7 +48,7 @@ class _EchoStream:
 
     def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
         if not 200 <= status < 300:
-            self.path._refused(self)
+            self.path._refused(self, status, headers.get("proxy-status", ""))
 
     def on_data(self, data: bytes, flow_length: int) -> None:
         self.path.session.link.consumed(self.stream_id, flow_length)
@@ -54,7 +64,7 @@ class _EchoStream:
                 context, packet = parse_datagram(capsule.value)
                 if context != 0:
                     continue
-                message = validate_echo_packet(packet, expect_type=0, target=None)
+                message = validate_echo_packet(packet, expect_type=0, target=self.target)
             except (CapsuleError, ValueError):
                 self.path.dropped += 1
                 continue
@@ -63,6 +73,7 @@ class _EchoStream:
             self.path._tun_write(header + bytes(message))
 
     def on_end(self) -> None:
+        self.path.session.link.end(self.stream_id)     # close our half too (see UdpPath)
         self.path._forget(self, reset=False)
 
     def on_reset(self, error_code: int) -> None:
@@ -85,7 +96,7 @@ class IcmpPath:
 
     def on_packet(self, packet: bytes, now: float) -> None:
         """One ICMP packet read from the TUN."""
-        request = self.echo.from_tun(packet)
+        request = self.echo.from_tun(packet, now)
         link = self.session.link
         if request is None or not link.is_open:
             return
@@ -96,14 +107,20 @@ class IcmpPath:
                 "connect-ip", f"/.well-known/masque/ip/{request.target}/1/"), stream)
             self._streams[request.target] = stream
         stream.client = request.client
-        stream.last_request = bytes(packet)
+        stream.last_request = request.packet
         stream.last_used = now
-        link.send(stream.stream_id, encode_datagram(bytes(packet)))
+        if link.buffered(stream.stream_id) > BACKLOG:
+            self.dropped += 1                 # the gateway is not taking them: ping's loss
+            return
+        link.send(stream.stream_id, encode_datagram(request.packet))
 
-    def _refused(self, stream: _EchoStream) -> None:
+    def _refused(self, stream: _EchoStream, status: int, proxy_status: str) -> None:
         self._forget(stream, reset=False)
         if stream.last_request:
-            self._tun_write(build_icmp_unreachable(stream.last_request, 13))
+            # Only a denial is "administratively prohibited"; the gateway's own trouble
+            # (no raw socket, its flow limit) is "host unreachable".
+            code = _CODES[refusal_for(status, proxy_status)]
+            self._tun_write(build_icmp_unreachable(stream.last_request, code))
 
     def _forget(self, stream: _EchoStream, *, reset: bool) -> None:
         if self._streams.get(stream.target) is stream:
@@ -115,6 +132,7 @@ class IcmpPath:
 
     def expire(self, now: float) -> None:
         """Close the streams of targets nobody pinged lately."""
+        self.echo.expire(now)
         for stream in [s for s in self._streams.values() if now - s.last_used > IDLE]:
             self._forget(stream, reset=True)
 

@@ -13,9 +13,10 @@ match it to the app's socket. Flows idle for ``idle_timeout`` are expired by
 ``expire(now)``; the table is bounded by ``max_flows``.
 
 UDP checksums of packets read from the TUN are not verified: the local kernel
-wrote them, and the gateway sends a fresh datagram anyway. IPv4 fragments are
-dropped and counted: with the TUN's 65000-byte MTU no datagram of up to 65507
-bytes needs fragmenting on the way in. Sans-IO: time is always passed in.
+wrote them, and the gateway sends a fresh datagram anyway. A datagram larger
+than the TUN's MTU (the gateway's hint: 65000 by default, as low as 576) comes
+as IPv4 fragments, which are reassembled first (``ip_reassembly``); fragments
+that cannot be are dropped and counted. Sans-IO: time is always passed in.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import struct
 from dataclasses import dataclass
 
 from client import packet as pk
+from client.ip_reassembly import Reassembler
 from client.reflector import Endpoint
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ class UdpStats:
     flows_total: int        #: flows ever opened
     dropped_malformed: int  #: packets that are not well-formed UDP/IPv4 (or use port 0)
     dropped_full: int       #: datagrams of new flows dropped because the table was full
-    dropped_fragments: int  #: IPv4 fragments of UDP
+    dropped_fragments: int  #: IPv4 fragments of UDP that could not be reassembled
     dropped_oversize: int   #: payloads from the gateway too large for an IPv4 packet
     not_ours: int           #: packets that are not UDP/IPv4 at all
     datagrams_in: int       #: datagrams accepted from apps (first ones included)
@@ -107,9 +109,9 @@ class UdpFlows:
         self._by_key: dict[tuple[bytes, bytes, int, int], _Flow] = {}
         self._by_id: dict[int, _Flow] = {}
         self._next_id = 1
+        self._fragments = Reassembler()
         self._malformed = 0
         self._full = 0
-        self._fragments = 0
         self._oversize = 0
         self._not_ours = 0
         self._in = 0
@@ -118,7 +120,8 @@ class UdpFlows:
     # -- from the apps ----------------------------------------------------------------------
     def from_tun(self, packet, now: float) -> UdpFlowOpened | UdpDatagram | None:
         """A packet read from the TUN. Returns the flow event, or None when the packet is
-        dropped (malformed, a fragment, not UDP, or a new flow with the table full).
+        dropped (malformed, not UDP, or a new flow with the table full) or is a fragment
+        of a datagram not yet complete.
         Never raises on malformed input: such packets are counted."""
         try:
             size = len(packet)
@@ -140,8 +143,8 @@ class UdpFlows:
                 self._not_ours += 1
                 return None
             if frag & 0x3FFF:
-                self._fragments += 1
-                return None
+                whole = self._fragments.push(packet, now)
+                return None if whole is None else self.from_tun(whole, now)
             if total < ihl + 8:
                 self._malformed += 1
                 return None
@@ -206,11 +209,16 @@ class UdpFlows:
     def prohibited(self, flow_id: int) -> bytes | None:
         """ICMP administratively prohibited (type 3 code 13) from the target to the app, for
         a policy denial; forgets the flow. None if the flow is gone."""
+        return self.refused(flow_id, 13)
+
+    def refused(self, flow_id: int, code: int) -> bytes | None:
+        """ICMP destination unreachable (type 3, ``code``) from the target to the app, for a
+        flow the gateway refused; forgets the flow. None if the flow is gone."""
         flow = self._by_id.get(flow_id)
         if flow is None:
             return None
         self._forget(flow)
-        return self._unreachable(flow, 13, None)
+        return self._unreachable(flow, code, None)
 
     # -- the table --------------------------------------------------------------------------
     def lookup(self, flow_id: int) -> UdpFlowKey | None:
@@ -225,7 +233,9 @@ class UdpFlows:
             self._forget(flow)
 
     def expire(self, now: float) -> list[int]:
-        """Remove flows idle at or past ``idle_timeout``; return their ids, oldest id first."""
+        """Remove flows idle at or past ``idle_timeout``; return their ids, oldest id first.
+        Fragments of datagrams that never completed are dropped too."""
+        self._fragments.expire(now)
         expired = [flow.flow_id for flow in self._by_id.values()
                    if now - flow.last_seen >= self._idle_timeout]
         for flow_id in expired:
@@ -237,7 +247,7 @@ class UdpFlows:
         """A snapshot of the counters."""
         return UdpStats(flows_active=len(self._by_id), flows_total=self._next_id - 1,
                         dropped_malformed=self._malformed, dropped_full=self._full,
-                        dropped_fragments=self._fragments, dropped_oversize=self._oversize,
+                        dropped_fragments=self._fragments.dropped, dropped_oversize=self._oversize,
                         not_ours=self._not_ours, datagrams_in=self._in, datagrams_out=self._out)
 
     def _forget(self, flow: _Flow) -> None:

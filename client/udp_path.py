@@ -5,8 +5,10 @@ flow (app port, destination) opens an extended CONNECT stream and sends its
 first datagram right behind the request headers, without waiting for the
 answer -- DNS must not pay an extra round trip. Datagrams coming back become
 IPv4/UDP packets from the server, written to the TUN. A refusal becomes the
-ICMP error the app would have got from the server (administratively
-prohibited, or port unreachable when the gateway relays one).
+ICMP error the app would have got from the server: administratively
+prohibited for a denial, network or host unreachable for the gateway's other
+refusals (read as for TCP, ``tcp_path.refusal_for``), port unreachable when
+the gateway relays one.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import logging
 import time
 import typing
 
+from client.reflector import Refusal
 from client.session import GatewaySession
+from client.tcp_path import refusal_for
 from client.udp_flows import UdpDatagram, UdpFlowOpened, UdpFlows
 from client.wire.capsule import (DATAGRAM, UNREACHABLE, CapsuleError, CapsuleParser,
                                  encode_datagram, parse_datagram)
@@ -24,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: Capsule bytes queued on a stream past which new datagrams are dropped.
 BACKLOG = 1024 * 1024
+#: The ICMP destination unreachable code for each kind of refusal.
+_CODES = {Refusal.PROHIBITED: 13, Refusal.NET_UNREACHABLE: 0, Refusal.HOST_UNREACHABLE: 1,
+          Refusal.REFUSED: 3}
 
 
 class _UdpStream:
@@ -39,7 +46,7 @@ class _UdpStream:
     def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
         self.answered = True
         if not 200 <= status < 300:
-            self.path._refused(self, status)
+            self.path._refused(self, status, headers.get("proxy-status", ""))
 
     def on_data(self, data: bytes, flow_length: int) -> None:
         self.path.session.link.consumed(self.stream_id, flow_length)
@@ -61,6 +68,9 @@ class _UdpStream:
                 self.path._unreachable(self)
 
     def on_end(self) -> None:
+        # The gateway closed the tunnel: close our half too, or the stream would hold one
+        # of the session's stream slots (MAX_CONCURRENT_STREAMS) until the connection ends.
+        self.path.session.link.end(self.stream_id)
         self.path._close(self, reset=False)
 
     def on_reset(self, error_code: int) -> None:
@@ -99,6 +109,10 @@ class UdpPath:
         link = self.session.link
         if isinstance(event, UdpFlowOpened):
             if not link.is_open:
+                # Reconnecting: this datagram is lost, as on a network that is down. The
+                # flow must go with it: kept without a stream, it would swallow every later
+                # datagram of the app's (each one keeps it from idling out) after the resume.
+                self.flows.close(event.flow_id)
                 return
             stream = _UdpStream(self, event.flow_id)
             target = event.key.target
@@ -138,14 +152,10 @@ class UdpPath:
         if packet is not None:
             self._tun_write(packet)
 
-    def _refused(self, stream: _UdpStream, status: int) -> None:
+    def _refused(self, stream: _UdpStream, status: int, proxy_status: str = "") -> None:
         self._streams.pop(stream.flow_id, None)
         self.session.link.unregister(stream.stream_id)
-        if status in (403, 407):
-            packet = self.flows.prohibited(stream.flow_id)
-        else:
-            packet = self.flows.port_unreachable(stream.flow_id)
-            self.flows.close(stream.flow_id)
+        packet = self.flows.refused(stream.flow_id, _CODES[refusal_for(status, proxy_status)])
         if packet is not None:
             self._tun_write(packet)
 

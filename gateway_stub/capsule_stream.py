@@ -75,6 +75,10 @@ class CapsuleStream:
             self.on_datagram(payload)
 
     def on_end(self) -> None:
+        # The client closed the tunnel: close our half too, or the stream would stay
+        # half-closed and hold one of the connection's stream slots until it ends.
+        if not self._done and self.link.is_open:
+            self.link.end(self.stream_id)
         self._finish()
 
     def on_reset(self, error_code: int) -> None:

@@ -7,6 +7,11 @@ gateway sends them from its own address through one shared raw ICMP socket,
 with an identifier of its own so replies can be told apart, and returns each
 echo reply (type 0) to the stream as an IPv4 packet from the target, carrying
 the client's identifier again. Anything else is dropped and counted.
+
+Several apps on the client may ping the same target over one stream, each
+with its own identifier and all counting their sequence numbers from 1. So
+each request leaves with the next sequence number of the relay's own, and
+the reply's number finds the app's identifier and sequence number again.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from gateway_stub.capsule_stream import CapsuleStream
 log = logging.getLogger(__name__)
 
 ECHO_REQUEST, ECHO_REPLY = 8, 0
+#: Echo requests a relay remembers while their reply is due; the oldest is forgotten first.
+MAX_OUTSTANDING = 4096
 
 
 def echo_message(kind: int, ident: int, seq: int, payload: bytes) -> bytes:
@@ -103,7 +110,8 @@ class EchoRelay(CapsuleStream):
         self.client_address = client_address
         self._sock = sock
         self._ident = sock.register(self)
-        self._client_idents: dict[int, int] = {}     # seq -> the client's identifier
+        self._next_seq = 0
+        self._outstanding: dict[int, int] = {}   # our seq -> the app's ident << 16 | its seq
         self.start()
 
     def on_datagram(self, packet: bytes) -> None:
@@ -112,20 +120,23 @@ class EchoRelay(CapsuleStream):
         except ValueError:
             self.dropped += 1
             return
-        ident, seq = struct.unpack_from("!HH", message, 4)
-        if len(self._client_idents) > 4096:
-            self._client_idents.clear()
-        self._client_idents[seq] = ident
+        ours = self._next_seq
+        self._next_seq = (ours + 1) & 0xFFFF
+        self._outstanding.pop(ours, None)         # unanswered since the numbers wrapped
+        while len(self._outstanding) >= MAX_OUTSTANDING:
+            del self._outstanding[next(iter(self._outstanding))]
+        self._outstanding[ours] = struct.unpack_from("!I", message, 4)[0]
         self.bytes_up += len(message)
         self.last_active = time.monotonic()
-        self._sock.send(str(self.target), echo_message(ECHO_REQUEST, self._ident, seq,
+        self._sock.send(str(self.target), echo_message(ECHO_REQUEST, self._ident, ours,
                                                        bytes(message[8:])))
 
     def on_reply(self, source: ipaddress.IPv4Address, seq: int, payload: bytes) -> None:
         """An echo reply for our identifier arrived."""
-        ident = self._client_idents.pop(seq, None)
-        if source != self.target or ident is None:
+        if source != self.target or seq not in self._outstanding:
             return
+        theirs = self._outstanding.pop(seq)
+        ident, seq = theirs >> 16, theirs & 0xFFFF
         message = echo_message(ECHO_REPLY, ident, seq, payload)
         header = build_ipv4_header(source=self.target.packed, destination=self.client_address.packed,
                                    protocol=1, payload_length=len(message))

@@ -2,7 +2,9 @@
 
 The gateway pushes DNS (a real dnsmasq in the intranet) and allows UDP only to
 some ports and ICMP only to some hosts, so both the allowed and the denied
-paths can be seen from the client and checked on the intranet side.
+paths can be seen from the client and checked on the intranet side. It also
+pushes an MTU of 1500, so datagrams and pings larger than that leave the
+client's kernel as IPv4 fragments, which the client must reassemble.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ search = ["corp.example"]
 def site(lab, tmp_path_factory):
     """Gateway with DNS push and per-protocol policy; dnsmasq and UDP echo servers."""
     tunnel = Tunnel(lab=lab, workdir=tmp_path_factory.mktemp("tunnel"), port=8450)
-    tunnel.start_gateway(resources=RESOURCES, extra=DNS)
+    tunnel.start_gateway(resources=RESOURCES, extra=DNS, extra_server="mtu = 1500")
     dns = servers.start_dns(lab, topo.INTRANET_DNS, {"host.corp.example": str(topo.INTRANET_HOST)})
     echo = servers.start_udp_echo(lab, topo.INTRANET_HOST, 7007)
     denied_echo = servers.start_udp_echo(lab, topo.INTRANET_HOST2, 9999)
@@ -79,6 +81,21 @@ def test_ping_gets_five_replies(lab, site):
     result = lab.run(lab.client, ["ping", "-c", "5", "-i", "0.2", "-W", "2", str(topo.INTRANET_HOST)],
                      check=False)
     assert "5 received" in result.stdout and " 0% packet loss" in result.stdout, result.stdout
+
+
+def test_two_pings_to_one_host_at_once_each_get_all_their_replies(lab, site):
+    """Two ping processes to the same host at the same time (same sequence numbers, one
+    connect-ip stream): each gets its own 10 replies."""
+    ping = f"ping -c 10 -i 0.2 -W 2 {topo.INTRANET_HOST}"
+    result = lab.run(lab.client, ["sh", "-c", f"{ping} & {ping}; wait"], check=False)
+    assert result.stdout.count(" 10 received") == 2, result.stdout
+
+
+def test_ping_larger_than_the_mtu_gets_its_replies(lab, site):
+    """ping -s 3000 at a TUN MTU of 1500: the fragmented requests are reassembled and answered."""
+    result = lab.run(lab.client, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "3000",
+                                  str(topo.INTRANET_HOST)], check=False)
+    assert "3 received" in result.stdout, result.stdout
 
 
 def test_denied_ping_never_reaches_the_intranet(lab, site):
@@ -142,18 +159,20 @@ LARGE_DATAGRAM = textwrap.dedent("""
     import socket, sys
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
     s.connect((sys.argv[1], int(sys.argv[2])))
-    msg = bytes(range(256)) * 200          # 51 200 bytes: far above the outer MTU
-    s.send(msg)
-    print(s.recv(65535) == msg)
+    for size in (1473, 51200, 65507):      # above the TUN's and the outer MTU, up to the maximum
+        msg = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        s.send(msg)
+        print(s.recv(65535) == msg)
 """)
 
 
 def test_datagram_larger_than_the_outer_mtu_works(lab, site, tmp_path):
-    """A 51 200-byte datagram goes through and comes back intact."""
+    """Datagrams of 1473, 51 200 and 65 507 bytes (fragmented by the client's kernel for the
+    TUN's MTU of 1500) go through and come back intact."""
     script = tmp_path / "udp_large.py"
     script.write_text(LARGE_DATAGRAM)
     result = lab.run(lab.client, [sys.executable, str(script), str(topo.INTRANET_HOST), "7007"])
-    assert result.stdout.strip() == "True"
+    assert result.stdout.split() == ["True"] * 3, result.stdout
 
 
 DENIED_UDP = textwrap.dedent("""

@@ -5,10 +5,14 @@ frames, a sequence of ``Capsule {Type (varint), Length (varint), Value}``.
 DATA frame boundaries mean nothing: a capsule may span many frames and a frame
 may hold many capsules. ``CapsuleParser.feed`` therefore keeps at most one
 partial capsule and returns every capsule completed by the new bytes. The
-parser is bounded: a capsule that declares a length above ``max_capsule``
-raises ``CapsuleError`` before its value is buffered, and the caller resets
-the stream (RFC 9297 3.2: a malformed capsule makes the message malformed).
-Unknown capsule types are returned like any other; the caller skips them.
+parser is bounded: a DATAGRAM capsule that declares a length above
+``max_capsule`` (more than any UDP payload or IP packet) raises
+``CapsuleError`` before its value is buffered, and the caller resets the
+stream (RFC 9297 3.2: a malformed capsule makes the message malformed).
+Capsules of other types are returned like any other and the caller skips the
+ones it does not know; one longer than ``max_capsule`` is skipped right here
+as its bytes arrive, never buffered (RFC 9297 3.2: unknown types MUST be
+skipped, whatever their length).
 
 HTTP Datagrams travel in DATAGRAM capsules (type 0x00); for connect-udp and
 connect-ip their payload starts with a varint Context ID, 0 meaning "a raw UDP
@@ -134,6 +138,7 @@ class CapsuleParser:
             raise ValueError(f"max_capsule {max_capsule} is negative")
         self._max = max_capsule
         self._buffer = bytearray()
+        self._skip = 0                  # bytes still to pass over of an oversized non-DATAGRAM capsule
         self._failed: CapsuleError | None = None
 
     @property
@@ -144,12 +149,19 @@ class CapsuleParser:
     def feed(self, data) -> list[Capsule]:
         """The capsules completed by ``data``, in order.
 
-        Raises ``CapsuleError`` when a capsule declares a length above
+        Raises ``CapsuleError`` when a DATAGRAM capsule declares a length above
         ``max_capsule`` (capsules completed earlier in the same call are dropped
         with the stream); the parser then stays failed (every later call raises).
+        Longer capsules of other types are skipped and not returned.
         """
         if self._failed is not None:
             raise self._failed
+        if self._skip:
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            if skipped == len(data):
+                return []
+            data = memoryview(data)[skipped:]
         if self._buffer:
             self._buffer += data          # amortised append: byte-by-byte feeding stays linear
             buffered = True
@@ -167,6 +179,10 @@ class CapsuleParser:
                 except NeedMore:
                     break
                 if length > self._max:
+                    if capsule_type != DATAGRAM:
+                        at = min(value_at + length, size)
+                        self._skip = value_at + length - at
+                        continue
                     self._failed = CapsuleError(
                         f"capsule type {capsule_type:#x} declares {length} bytes (limit {self._max})")
                     break
@@ -192,5 +208,6 @@ class CapsuleParser:
         """The stream ended: raise ``CapsuleError`` if a capsule was left incomplete."""
         if self._failed is not None:
             raise self._failed
-        if self._buffer:
-            raise CapsuleError(f"stream ended inside a capsule ({len(self._buffer)} bytes pending)")
+        if self._buffer or self._skip:
+            raise CapsuleError(f"stream ended inside a capsule "
+                               f"({len(self._buffer) or self._skip} bytes pending)")

@@ -127,10 +127,30 @@ def test_parser_rejects_an_oversized_declared_length_before_buffering():
 
 
 def test_parser_bound_is_configurable():
-    """With max_capsule=10 an 11-byte value is refused and a 10-byte one accepted."""
+    """With max_capsule=10 an 11-byte DATAGRAM is refused and a 10-byte capsule accepted."""
     assert CapsuleParser(max_capsule=10).feed(encode_capsule(5, bytes(10))) == [Capsule(5, bytes(10))]
     with pytest.raises(CapsuleError):
-        CapsuleParser(max_capsule=10).feed(encode_capsule(5, bytes(11))[:3])
+        CapsuleParser(max_capsule=10).feed(encode_capsule(DATAGRAM, bytes(11))[:3])
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 300_000])
+def test_oversized_capsules_of_other_types_are_skipped_unbuffered(chunk):
+    """RFC 9297: a capsule of an unknown type is skipped whatever its length. One longer than
+    max_capsule is passed over as it arrives (never buffered, never returned); the capsules
+    around it parse, fed in any chunks."""
+    data = (encode_datagram(b"before") + encode_capsule(0x2A, bytes(200_000))
+            + encode_capsule(UNREACHABLE, b"\x03" * 70_000) + encode_datagram(b"after"))
+    parser = CapsuleParser()
+    got = []
+    for at in range(0, len(data), chunk):
+        got += parser.feed(data[at:at + chunk])
+        assert parser.buffered <= MAX_CAPSULE + 16
+    assert got == [Capsule(DATAGRAM, b"\x00before"), Capsule(DATAGRAM, b"\x00after")]
+    parser.finish()
+    cut = CapsuleParser()
+    cut.feed(encode_capsule(0x2A, bytes(200_000))[:100_000])
+    with pytest.raises(CapsuleError):
+        cut.finish()
 
 
 def test_parser_buffers_at_most_one_capsule():

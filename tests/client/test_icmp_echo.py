@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from client.icmp_echo import (ECHO_REPLY, ECHO_REQUEST, EchoRequest, IcmpEcho,
                               encode_ip_packet_datagram, validate_echo_packet)
 from client.wire.capsule import CapsuleParser, encode_datagram, parse_datagram
+from tests.client.fragments import fragment
 from tests.client.packets import addr, ip_header, ipv4_ok, reference_checksum, tcp_packet, udp_packet
 
 A, D, OTHER = "10.77.0.1", "192.168.5.9", "192.168.5.10"
@@ -70,6 +71,18 @@ def test_fragments_and_foreign_packets_are_counted():
     assert echo.from_tun(b"\x60" + bytes(47)) is None
     stats = echo.stats
     assert (stats.dropped_fragments, stats.not_ours, stats.requests) == (1, 3, 0)
+
+
+def test_a_ping_larger_than_the_mtu_is_reassembled():
+    """An echo request the kernel fragmented (ping -s 3000 at MTU 1500) becomes one request
+    whose packet is the whole original, ready for connect-ip."""
+    echo = IcmpEcho()
+    packet = icmp_packet(payload=bytes(range(256)) * 12, seq=5)
+    pieces = fragment(packet, 1500)
+    assert [echo.from_tun(piece, 1.0) for piece in pieces[:-1]] == [None] * (len(pieces) - 1)
+    request = echo.from_tun(pieces[-1], 1.0)
+    assert request.seq == 5 and request.payload == bytes(range(256)) * 12
+    assert request.packet == packet and echo.stats.requests == 1
 
 
 def test_reply_packet_mirrors_the_request():

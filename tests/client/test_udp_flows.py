@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from client.reflector import Endpoint
 from client.udp_flows import UdpDatagram, UdpFlowKey, UdpFlowOpened, UdpFlows
+from tests.client.fragments import fragment
 from tests.client.packets import addr, ip_header, ipv4_ok, reference_checksum, tcp_packet, udp_packet
 
 A, D, D2 = "10.77.0.1", "192.168.5.9", "192.168.5.10"
@@ -204,13 +205,31 @@ def test_full_table_drops_new_flows():
     assert flows.from_tun(app(sport=3), 0.0).flow_id == 3
 
 
-def test_fragments_are_dropped_and_counted():
-    """A first fragment (MF set) and a later fragment (offset) are both dropped."""
+@pytest.mark.parametrize("size, mtu", [(1473, 1500), (4000, 1500), (65100, 65000), (65507, 576)])
+def test_a_datagram_larger_than_the_mtu_is_reassembled(size, mtu):
+    """A datagram the kernel fragmented for the TUN's MTU opens its flow with the whole payload
+    once its last fragment is in; its ICMP errors quote the whole datagram's header."""
+    flows = UdpFlows()
+    payload = bytes(i * 7 & 0xFF for i in range(size))
+    pieces = fragment(app(payload), mtu)
+    assert [flows.from_tun(piece, 0.0) for piece in pieces[:-1]] == [None] * (len(pieces) - 1)
+    event = flows.from_tun(pieces[-1], 0.0)
+    assert isinstance(event, UdpFlowOpened) and event.first_payload == payload
+    assert flows.from_tun(app(b"next"), 1.0) == UdpDatagram(flow_id=1, payload=b"next")
+    error = flows.port_unreachable(1)
+    assert struct.unpack_from("!HHH", error, 48) == (40000, 53, 8 + len(b"next"))
+
+
+def test_fragments_that_never_complete_are_counted():
+    """A first fragment (MF set) and a later fragment (offset) that make no whole datagram
+    open no flow, and are counted once they time out (30 s)."""
     flows = UdpFlows()
     datagram = struct.pack("!HHHH", 40000, 53, 16, 0) + b"abcdefgh"
     for frag in (0x2000, 0x0003):
         packet = ip_header(src=addr(A), dst=addr(D), proto=17, payload_length=16, frag=frag) + datagram
         assert flows.from_tun(packet, 0.0) is None
+    assert flows.expire(29.0) == [] and flows.stats.dropped_fragments == 0
+    flows.expire(30.0)
     assert flows.stats.dropped_fragments == 2 and flows.stats.flows_total == 0
 
 
