@@ -68,6 +68,9 @@ def test_half_closed_flow_is_held_until_the_app_has_read_everything(tmp_path):
         # What the kernel does with the released SYN: a connection from N:np to L:lp.
         app = socket.socket()
         app.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # Every engine's first NAT port is the same: another run's socket (or its TIME_WAIT)
+        # may hold it, which only a connect to the same listener port would clash with.
+        app.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         app.bind((str(REFLECT.network_address + 2), syn["sport"]))
         app.setblocking(False)
         loop = asyncio.get_running_loop()
