@@ -10,7 +10,11 @@ so the app sees the server answering. Errors become the ICMP message the
 server would have sent (port unreachable, administratively prohibited),
 quoting the IP and UDP header of the flow's last datagram so the kernel can
 match it to the app's socket. Flows idle for ``idle_timeout`` are expired by
-``expire(now)``; the table is bounded by ``max_flows``.
+``expire(now)``; the table is bounded by ``max_flows``. A DNS flow (to port
+53) whose queries have all been answered goes after ``answered_timeout``
+instead: resolvers send each query from a new port, so such a flow is over,
+and keeping it the full idle time would hold a stream (and a place in the
+table) per lookup: a browser's lookups would fill both.
 
 UDP checksums of packets read from the TUN are not verified: the local kernel
 wrote them, and the gateway sends a fresh datagram anyway. A datagram larger
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 _IP = struct.Struct("!BxH2xHxB2x4s4s")    # ver/ihl, total length, frag, protocol, src, dst
 _UDP = struct.Struct("!HHH")              # sport, dport, length
+#: Flows to this port are DNS: over once every query is answered.
+DNS_PORT = 53
 #: Largest UDP payload an IPv4 packet can carry (65535 - 20 - 8).
 MAX_PAYLOAD = 65507
 #: ICMP errors quote at most this much, keeping the whole error within 576 bytes (RFC 1812 4.3.2.3).
@@ -82,7 +88,7 @@ class UdpStats:
 
 class _Flow:
     __slots__ = ("flow_id", "key", "client", "target", "client_port", "target_port",
-                 "last_header", "last_seen")
+                 "last_header", "last_seen", "unanswered")
 
     def __init__(self, flow_id: int, key: UdpFlowKey, client: bytes, target: bytes,
                  client_port: int, target_port: int, last_header: bytes, now: float) -> None:
@@ -94,18 +100,23 @@ class _Flow:
         self.target_port = target_port
         self.last_header = last_header      # IPv4 header (options included) + UDP header
         self.last_seen = now
+        # DNS flows only: queries sent minus answers received (at least 0); None otherwise.
+        self.unanswered = 1 if target_port == DNS_PORT else None
 
 
 class UdpFlows:
     """The UDP flow table of one session (IPv4)."""
 
-    def __init__(self, *, max_flows: int = 1024, idle_timeout: float = 60.0) -> None:
+    def __init__(self, *, max_flows: int = 1024, idle_timeout: float = 60.0,
+                 answered_timeout: float = 2.0) -> None:
         if max_flows < 1:
             raise ValueError(f"max_flows {max_flows} must be at least 1")
-        if idle_timeout <= 0:
-            raise ValueError(f"idle_timeout {idle_timeout} must be positive")
+        if not 0 < answered_timeout <= idle_timeout:
+            raise ValueError(f"timeouts must be positive and answered_timeout ({answered_timeout}) "
+                             f"at most idle_timeout ({idle_timeout})")
         self._max_flows = max_flows
         self._idle_timeout = idle_timeout
+        self._answered_timeout = answered_timeout
         self._by_key: dict[tuple[bytes, bytes, int, int], _Flow] = {}
         self._by_id: dict[int, _Flow] = {}
         self._next_id = 1
@@ -162,6 +173,8 @@ class UdpFlows:
         if flow is not None:
             flow.last_seen = now
             flow.last_header = header
+            if flow.unanswered is not None:
+                flow.unanswered += 1
             self._in += 1
             return UdpDatagram(flow_id=flow.flow_id, payload=payload)
         if len(self._by_id) >= self._max_flows:
@@ -190,6 +203,8 @@ class UdpFlows:
             return None
         if now is not None:
             flow.last_seen = now
+        if flow.unanswered:
+            flow.unanswered -= 1
         self._out += 1
         return pk.build_udp_packet(source=flow.target, destination=flow.client,
                                    source_port=flow.target_port, destination_port=flow.client_port,
@@ -233,11 +248,13 @@ class UdpFlows:
             self._forget(flow)
 
     def expire(self, now: float) -> list[int]:
-        """Remove flows idle at or past ``idle_timeout``; return their ids, oldest id first.
-        Fragments of datagrams that never completed are dropped too."""
+        """Remove flows idle at or past ``idle_timeout`` (answered DNS flows: past
+        ``answered_timeout``); return their ids, oldest id first. Fragments of
+        datagrams that never completed are dropped too."""
         self._fragments.expire(now)
         expired = [flow.flow_id for flow in self._by_id.values()
-                   if now - flow.last_seen >= self._idle_timeout]
+                   if now - flow.last_seen >= (self._answered_timeout if flow.unanswered == 0
+                                               else self._idle_timeout)]
         for flow_id in expired:
             self._forget(self._by_id[flow_id])
         return expired

@@ -117,6 +117,41 @@ def test_dig_asks_the_intranet_dns_through_the_tunnel(lab, site):
     assert "host.corp.example" in dns.log_text()
 
 
+MANY_LOOKUPS = textwrap.dedent("""
+    import socket, struct, sys, time
+    server, count, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    name = b"".join(bytes([len(p)]) + p for p in b"host.corp.example".split(b".")) + b"\\0"
+    answered, failures, start = 0, [], time.monotonic()
+    for n in range(count):
+        time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:   # a new port each, as resolvers do
+            s.settimeout(1.0)
+            query_id = n & 0xFFFF
+            s.sendto(struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + name + b"\\0\\1\\0\\1",
+                     (server, 53))
+            try:
+                reply = s.recv(512)
+            except OSError as exc:
+                failures.append(f"lookup {n}: {exc}")
+                if len(failures) >= 5:
+                    break
+                continue
+            answered += struct.unpack_from("!H", reply)[0] == query_id
+    print(answered); print(failures[:3])
+""")
+
+
+def test_lookups_at_a_steady_rate_keep_being_answered(lab, site, tmp_path):
+    """1 300 lookups at 100 a second, each from a new port: more than the flow table holds within
+    a minute, but an answered DNS flow ends at once, so every lookup is answered."""
+    script = tmp_path / "lookups.py"
+    script.write_text(MANY_LOOKUPS)
+    result = lab.run(lab.client, [sys.executable, str(script), str(topo.INTRANET_DNS), "1300", "100"],
+                     timeout=120)
+    answered, failures = result.stdout.splitlines()[:2]
+    assert (int(answered), failures) == (1300, "[]")
+
+
 MANY_DATAGRAMS = textwrap.dedent("""
     import socket, sys, threading
     host, port, flows, per_flow = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -186,11 +186,42 @@ def test_expire_removes_idle_flows_only():
 def test_replies_with_now_keep_a_flow_alive():
     """to_app with now refreshes the flow; without it, only the app's datagrams do."""
     flows = UdpFlows(idle_timeout=60.0)
-    flows.from_tun(app(), 0.0)
+    flows.from_tun(app(dport=5060), 0.0)
     flows.to_app(1, b"r", now=50.0)
     assert flows.expire(100.0) == []
     flows.to_app(1, b"r")
     assert flows.expire(110.0) == [1]
+
+
+def test_an_answered_dns_flow_goes_soon_an_unanswered_one_waits():
+    """Resolvers ask each query from a new port: once every query has its answer the flow is
+    over (answered_timeout), while a query still waiting, or any other flow, keeps idle_timeout."""
+    flows = UdpFlows(idle_timeout=60.0, answered_timeout=2.0)
+    flows.from_tun(app(sport=1), 0.0)                  # answered
+    flows.from_tun(app(sport=2), 0.0)                  # two queries (a retry), one answer
+    flows.from_tun(app(sport=2), 1.0)
+    flows.from_tun(app(sport=3), 0.0)                  # never answered
+    flows.from_tun(app(sport=4, dport=5060), 0.0)      # not DNS: answered, but a stream
+    for flow_id in (1, 2, 4):
+        flows.to_app(flow_id, b"answer", now=0.5)
+    assert flows.expire(2.4) == []
+    assert flows.expire(2.5) == [1]
+    assert flows.expire(59.9) == []
+    assert flows.expire(61.0) == [2, 3, 4]
+    flows.from_tun(app(sport=5), 70.0)
+    flows.to_app(5, b"answer", now=70.1)
+    flows.to_app(5, b"duplicate answer", now=70.2)     # more answers than queries
+    flows.from_tun(app(sport=5), 70.3)                 # then another query: waits again
+    assert flows.expire(80.0) == []
+    flows.to_app(5, b"answer", now=80.0)
+    assert flows.expire(82.0) == [5]
+
+
+def test_timeouts_are_checked():
+    with pytest.raises(ValueError, match="answered_timeout"):
+        UdpFlows(idle_timeout=1.0, answered_timeout=2.0)
+    with pytest.raises(ValueError):
+        UdpFlows(idle_timeout=0.0, answered_timeout=0.0)
 
 
 def test_full_table_drops_new_flows():
