@@ -280,12 +280,13 @@ class GatewayApi:
     def client_config(self, session: Session) -> ApiResponse:
         """What the client should set up for this user."""
         server = self.config.server
+        dns = self.policy.dns_servers_for(session.user, self.config.dns.servers)
         body = {
             "address": str(session.address) if session.address else None,
             "include": [str(n) for n in self.policy.networks_for(session.user)],
             "exclude": [],
-            "dns": {"servers": [str(s) for s in self.config.dns.servers],
-                    "search": list(self.config.dns.search)},
+            "dns": {"servers": [str(s) for s in dns],
+                    "search": list(self.config.dns.search) if dns else []},
             "mtu": server.mtu,
             "keepalive": server.keepalive,
             "session_idle_timeout": server.session_idle_timeout,

@@ -95,6 +95,10 @@ def _summary(config: GatewayConfig) -> str:
     for user in config.users:
         allowed = ", ".join(policy.resources_for(user)) or "nothing"
         lines.append(f"  {user.name} [{', '.join(user.groups)}]: may reach {allowed}")
+        withheld = set(config.dns.servers) - set(policy.dns_servers_for(user, config.dns.servers))
+        if withheld:
+            lines.append(f"    warning: no policy lets {user.name} reach DNS server "
+                         f"{', '.join(sorted(map(str, withheld)))} on udp 53; it is not pushed to them")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ with a new config, which builds a new ``Policy``.
 from __future__ import annotations
 
 import ipaddress
+import typing
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
@@ -96,6 +97,12 @@ class Policy:
     def resources_for(self, user: UserConfig) -> tuple[str, ...]:
         """Names of the resources ``user`` may reach, in config order."""
         return tuple(r.name for r in self._allowed_resources(user))
+
+    def dns_servers_for(self, user: UserConfig,
+                        servers: typing.Iterable[IPv4Address]) -> tuple[IPv4Address, ...]:
+        """The DNS servers to push to ``user``: those they may reach on UDP port 53.
+        A server they may not reach would leave their host with no working DNS."""
+        return tuple(s for s in servers if self.check(user, "udp", s, 53).allowed)
 
     def networks_for(self, user: UserConfig) -> tuple[IPv4Network, ...]:
         """The routes to push to ``user``: their resources' networks, collapsed."""

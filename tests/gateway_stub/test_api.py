@@ -65,6 +65,31 @@ def test_config_lists_only_allowed_networks(api):
     assert doc["include"] == ["10.77.0.0/24"] and doc["address"] == "10.200.0.2/24"
 
 
+@pytest.mark.parametrize(("dns_port", "pushed"), [("53", True), ("80", False)])
+def test_config_pushes_only_dns_servers_the_user_may_reach(tmp_path, dns_port, pushed):
+    """A DNS server the user may not query (UDP 53) is not pushed, nor the search domains: the
+    host's resolver would otherwise point at a server that refuses them, and no name would resolve."""
+    resources = f"""
+[[resource]]
+name = "dns"
+networks = ["10.77.0.53/32", "10.77.0.54/32"]
+protocols = ["udp"]
+ports = ["{dns_port}"]
+
+[[policy]]
+groups = ["staff"]
+allow = ["dns"]
+"""
+    dns = '[dns]\nservers = ["10.77.0.53", "10.99.0.1"]\nsearch = ["corp.example"]\n'
+    setup = write_gateway(tmp_path, listen="127.0.0.1:0", hosts=["127.0.0.1"], allowed_networks=[],
+                          resources=resources, extra=dns)
+    api = GatewayApi(load_config(setup.config))
+    _, session = login(api)
+    doc = json.loads(api.client_config(session).encoded())
+    expected = {"servers": ["10.77.0.53"], "search": ["corp.example"]} if pushed else {"servers": [], "search": []}
+    assert doc["dns"] == expected
+
+
 def test_udp_and_icmp_requests_are_checked_against_their_own_protocol(api):
     """connect-udp and connect-ip targets come from the path and are checked as udp and icmp."""
     token, _ = login(api)

@@ -76,6 +76,15 @@ def test_check_config_good_file_prints_summary(tmp_path):
     assert "alice [staff]: may reach intranet-web" in result.stdout
 
 
+def test_check_config_warns_of_a_dns_server_a_user_may_not_reach(tmp_path):
+    """A pushed DNS server outside a user's UDP 53 policy is named: it would not be pushed to them."""
+    dns = '\n[dns]\nservers = ["10.77.0.53"]\nsearch = ["corp.example"]\n'
+    result = _run("check-config", "--config", str(_config(tmp_path, dns)))
+    assert result.returncode == 0, result.stderr
+    assert ("warning: no policy lets alice reach DNS server 10.77.0.53 on udp 53; it is not pushed to them"
+            in result.stdout)
+
+
 def test_check_config_bad_file_exits_2_with_one_line(tmp_path):
     """check-config on a broken file prints one clear line and exits 2."""
     path = _config(tmp_path, '\n[[policy]]\ngroups = ["staff"]\nallow = ["printer"]\n')
