@@ -45,7 +45,8 @@ _STATIC_ENTRIES = 61
 class FieldCodec:
     """HPACK state of one connection, both directions, with memos for repeated blocks."""
 
-    __slots__ = ("_encoder", "_decoder", "_encoded", "_requests", "_responses", "max_block")
+    __slots__ = ("_encoder", "_decoder", "_encoded", "_requests", "_responses", "_resize",
+                 "max_block")
 
     def __init__(self, max_header_list_size: int) -> None:
         self._encoder = hpack.Encoder()
@@ -53,16 +54,34 @@ class FieldCodec:
         self._encoded: dict[tuple[str, str], bytes] = {}
         self._requests: dict[bytes, dict[str, str] | None] = {}
         self._responses: dict[bytes, tuple[int, dict[str, str]] | None] = {}
+        #: (smallest, last) table size the peer allowed since our last block, not yet signalled
+        self._resize: tuple[int, int] | None = None
         #: Largest encoded block we buffer: an encoded field is never much
         #: longer than its RFC size (name + value + 32), so this bounds memory
         #: before the decoder gets to count.
         self.max_block = max_header_list_size + 1024
 
     def set_peer_table_size(self, size: int) -> None:
-        """Apply the peer's SETTINGS_HEADER_TABLE_SIZE to our encoder."""
+        """Note the peer's SETTINGS_HEADER_TABLE_SIZE; our next block signals it.
+
+        Only the smallest and the last size since our last block are kept (RFC 7541
+        4.2 asks for no more): ``hpack`` would keep every change and emit them all,
+        so a flood of SETTINGS would cost memory per change and one huge block.
+        """
         size = min(size, _ENCODER_TABLE_LIMIT)
-        if size != self._encoder.header_table_size:
-            self._encoder.header_table_size = size
+        if self._resize is not None:
+            self._resize = (min(self._resize[0], size), size)
+        elif size != self._encoder.header_table_size:
+            self._resize = (size, size)
+
+    def _table_size_updates(self) -> bytes:
+        """The dynamic table size updates owed to the peer, for the start of a block."""
+        (smallest, last), self._resize = self._resize, None
+        encoder = self._encoder
+        for size in (smallest, last):      # never the same size twice: hpack would forget
+            if size != encoder.header_table_size:   # the first (its ``resized`` flag drops)
+                encoder.header_table_size = size
+        return encoder.encode(()) if encoder.header_table.resized else b""
 
     def encode(self, headers: list[tuple[str, str]]) -> bytes:
         """One header block for our own (trusted) headers.
@@ -74,7 +93,7 @@ class FieldCodec:
         a constant we can memoize -- and each whole block one the peer can.
         """
         encoder, memo = self._encoder, self._encoded
-        parts = [encoder.encode(())] if encoder.header_table.resized else []
+        parts = [self._table_size_updates()] if self._resize is not None else []
         for field in headers:
             piece = memo.get(field)
             if piece is None:
@@ -99,7 +118,7 @@ class FieldCodec:
         headers = self._requests.get(block, _MISS)
         if headers is _MISS:
             headers = request(self.decode(block), extended_connect=True)
-            if _context_free(block):
+            if len(block) <= _MEMO_BLOCK and _context_free(block):
                 _remember(self._requests, block, headers)
         return None if headers is None else dict(headers)
 
@@ -108,7 +127,7 @@ class FieldCodec:
         got = self._responses.get(block, _MISS)
         if got is _MISS:
             got = response(self.decode(block))
-            if _context_free(block):
+            if len(block) <= _MEMO_BLOCK and _context_free(block):
                 _remember(self._responses, block, got)
         return None if got is None else (got[0], dict(got[1]))
 
@@ -119,6 +138,10 @@ class FieldCodec:
 
 _MISS = object()
 _MEMO_LIMIT = 512
+#: Largest block remembered (a CONNECT with its token is a few hundred bytes): the
+#: memo keys are the peer's bytes, and 512 blocks of up to MAX_HEADER_LIST_SIZE each
+#: would let a peer park megabytes per connection with refused requests.
+_MEMO_BLOCK = 1024
 
 
 def _remember(memo: dict, key: object, value: object) -> None:

@@ -275,7 +275,7 @@ class Connection(Streams):
             if self._send_window > f.MAX_WINDOW:
                 raise ProtocolViolation("connection window overflow", error_code=f.FLOW_CONTROL_ERROR)
             if self._blocked:
-                self._on_window(list(self._blocked.values()), events)
+                self._on_connection_window(events)
             return
         stream = self._streams.get(sid)
         if stream is None:
@@ -288,7 +288,7 @@ class Connection(Streams):
         stream.send_window += increment
         if stream.send_window > f.MAX_WINDOW:
             self._stream_fault(sid, f.FLOW_CONTROL_ERROR, events)
-        elif stream.chunks:
+        elif stream.chunks and stream.ready:    # not before our HEADERS (a banner queued early)
             self._on_window((stream,), events)
 
     def _on_rst_stream(self, sid: int, payload: memoryview, events: list) -> None:
@@ -345,7 +345,7 @@ class Connection(Streams):
                 if stream.send_window > f.MAX_WINDOW:
                     raise ProtocolViolation("stream window overflow", error_code=f.FLOW_CONTROL_ERROR)
             if delta > 0:
-                self._on_window([s for s in self._streams.values() if s.chunks], events)
+                self._on_window([s for s in self._streams.values() if s.chunks and s.ready], events)
         if self._pending:
             self._release()
 

@@ -71,7 +71,11 @@ class Mux(Connection):
 
     def respond(self, stream_id: int, status: int, headers: list[tuple[str, str]] = (),
                 *, end: bool = False) -> None:
-        """Answer a request (gateway side); raises StreamGone if it was reset."""
+        """Answer a request (gateway side); raises StreamGone if it was reset.
+
+        With ``end`` the exchange is over: if the client's side is still open, the
+        answer is followed by RST_STREAM NO_ERROR, and the stream is gone on both ends.
+        """
         stream = self._streams.get(stream_id)
         if stream is None or stream.ready or self._client or self._ended:
             raise StreamGone(f"stream {stream_id} is gone")
@@ -81,7 +85,16 @@ class Mux(Connection):
         if end:
             stream.chunks.clear()
             stream.queued = 0
-            self._closed_local(stream)
+            if stream.remote_closed:
+                self._closed_local(stream)
+            else:
+                # A complete answer (a refusal) while the request side is open: ask the
+                # client to stop with RST_STREAM NO_ERROR (RFC 9113 8.1). Else the stream
+                # stays half-open on both ends, held against the stream limit, since a
+                # client that was refused has no reason to end it.
+                self._out.append(f.rst_stream(stream_id, f.NO_ERROR))
+                self._remember_reset(stream_id)
+                self._forget(stream)
         elif stream.chunks or stream.fin:
             self._pump(stream)
 

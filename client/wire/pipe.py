@@ -25,6 +25,7 @@ from client.wire.link import Link
 log = logging.getLogger(__name__)
 
 HIGH = 1024 * 1024
+NO_ERROR = 0x0
 
 
 class StreamPipe(asyncio.Protocol):
@@ -157,6 +158,15 @@ class StreamPipe(asyncio.Protocol):
             self.transport.write_eof()
 
     def on_reset(self, error_code: int) -> None:
+        if error_code == NO_ERROR and self._remote_eof and not self._done:
+            # The peer finished its side and then asks us to stop sending (RFC 9113 8.1;
+            # Go's server does so whenever its handler returns first). What it sent stands:
+            # the socket keeps that payload and the FIN behind it (a RST would throw away
+            # what is still buffered). What the app sends now is dropped with the stream;
+            # its own FIN ends the flow. Keep reading: closing on unread bytes is a RST.
+            self.on_writable()
+            self.link.register(self.stream_id, self)    # so that the session's end still ends it
+            return
         if self.transport is not None:
             reset_socket(self.transport)
         self._finish()
@@ -192,7 +202,14 @@ class StreamPipe(asyncio.Protocol):
         if self._done:
             return
         self._done = True
+        # Payload never credited (held while the socket's buffer was full, or kept for a
+        # socket that never came) goes back now: withheld, it would shrink the session's
+        # connection window for good, until no stream could receive.
+        held = self._unacked + sum(flow_length for _, flow_length in self._early)
+        self._unacked, self._early = 0, []
         if self.stream_id is not None:
+            if held:
+                self.link.consumed(self.stream_id, held)
             self.link.unregister(self.stream_id)
         if self._on_done is not None:
             self._on_done(self)

@@ -11,8 +11,10 @@ the frames still in flight on them be dropped quietly.
 Flow control follows RFC 9113 6.9. Outbound payload waits in a per-stream
 queue until both the stream's and the connection's send windows allow it,
 in frames no larger than the peer's MAX_FRAME_SIZE (``_pump``); END_STREAM
-rides the last DATA frame; streams waiting for window sit in ``_blocked``
-until a WINDOW_UPDATE or SETTINGS releases them. Inbound, we advertise
+rides the last DATA frame. A stream short of its own window waits for its
+own WINDOW_UPDATE (or SETTINGS); one short of the connection window sits in
+``_blocked`` until a connection WINDOW_UPDATE, which visits only as many of
+them as it can serve. Inbound, we advertise
 ``STREAM_WINDOW`` per stream and ``CONNECTION_WINDOW`` for the connection and
 hand credit back (``consumed``) in batches of a quarter window, so a short
 stream costs no WINDOW_UPDATE at all. Requests beyond the peer's
@@ -144,6 +146,16 @@ class Streams:
             if before >= LOW_WATER > stream.queued:
                 events.append(StreamWritable(stream_id=stream.sid))
 
+    def _on_connection_window(self, events: list) -> None:
+        """Hand new connection window to waiting streams, in order, while it lasts: each
+        visit drains a stream or ends the loop, so a tiny WINDOW_UPDATE never walks them all."""
+        blocked = self._blocked
+        while blocked and self._send_window > 0:
+            stream = next(iter(blocked.values()))
+            self._on_window((stream,), events)
+            if blocked.get(stream.sid) is stream:   # still waiting: the window is used up
+                return
+
     def _pump(self, stream: Stream) -> None:
         """Send queued payload as far as the windows allow; END_STREAM rides the last DATA."""
         chunks, out, sid = stream.chunks, self._out, stream.sid
@@ -152,7 +164,12 @@ class Streams:
             if self._send_window < window:
                 window = self._send_window
             if window <= 0:
-                self._blocked[sid] = stream
+                # Only a stream that waits for the connection window is kept here; one
+                # short of its own window waits for its own WINDOW_UPDATE or SETTINGS.
+                if stream.send_window > 0:
+                    self._blocked[sid] = stream
+                else:
+                    self._blocked.pop(sid, None)
                 return
             if window > self._peer_max_frame:
                 window = self._peer_max_frame

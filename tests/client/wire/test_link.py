@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from client.wire import mux as m
 from client.wire.link import EAGER_FLUSH, Link
+from client.wire.pipe import StreamPipe
+from tests.client.wire.h2peer import H2Peer
 
 
 class RecordingTransport(asyncio.Transport):
@@ -57,3 +60,46 @@ def test_a_big_batch_leaves_in_parts_during_the_turn_and_in_order():
     ports = [int(e.headers[":authority"].rsplit(":", 1)[1]) for e in events
              if isinstance(e, m.RequestReceived)]
     assert ports == [1000 + i for i in range(count)]
+
+
+def test_an_h2_answer_ended_then_reset_without_error_reaches_the_app_whole():
+    """A gateway that ends its answer and then sends RST_STREAM NO_ERROR (RFC 9113 8.1; Go's
+    server does when its handler returns first): the app still reads every byte and a clean
+    EOF, and its flow still ends when the session does."""
+    payload = bytes(range(256)) * 4096                # 1 MiB
+
+    async def main() -> bytes:
+        loop = asyncio.get_running_loop()
+        transport, gateway = RecordingTransport(), H2Peer(client_side=False)
+        link = Link(m.Mux(client_side=True))
+        link.connection_made(transport)
+
+        def to_gateway() -> None:
+            gateway.receive(b"".join(transport.writes))
+            transport.writes.clear()
+
+        ours, app = socket.socketpair()
+        app.setblocking(False)
+        done = loop.create_future()
+        pipe = StreamPipe(link, on_done=done.set_result)
+        pipe.stream_id = sid = link.open([(":method", "CONNECT"), (":authority", "10.0.0.1:80")], pipe)
+        await asyncio.sleep(0)
+        to_gateway()
+        link.data_received(gateway.data_to_send())   # its SETTINGS
+        gateway.conn.send_headers(sid, [(":status", "200")])
+        link.data_received(gateway.data_to_send())
+        await loop.connect_accepted_socket(lambda: pipe, ours)
+        to_gateway()
+        for at in range(0, len(payload), 65536):
+            gateway.conn.send_data(sid, payload[at:at + 65536], end_stream=at + 65536 >= len(payload))
+        gateway.conn.reset_stream(sid, 0)
+        link.data_received(gateway.data_to_send())
+        got = bytearray()
+        while chunk := await loop.sock_recv(app, 1 << 20):
+            got += chunk
+        link.connection_lost(None)                    # the session ends, the app never closed
+        await asyncio.wait_for(done, 5)              # without it, the flow would linger
+        app.close()
+        return bytes(got)
+
+    assert asyncio.run(main()) == payload

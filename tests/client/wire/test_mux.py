@@ -157,3 +157,31 @@ def test_respond_on_a_reset_stream_raises_stream_gone():
         pass
     else:
         raise AssertionError("respond() on a reset stream did not raise StreamGone")
+
+
+def test_an_error_answer_closes_the_stream_on_both_ends():
+    """A refusal that ends the stream (502 with END_STREAM) is followed by RST_STREAM NO_ERROR
+    (RFC 9113 8.1), so neither end keeps a half-open stream the client would never end."""
+    client, gateway = pair()
+    sid = client.request([(":method", "CONNECT"), (":authority", "10.0.0.1:1")])
+    shuttle(client, gateway)
+    gateway.respond(sid, 502, [("proxy-status", "x; error=connection_refused")], end=True)
+    at_client, _ = shuttle(client, gateway)
+    (response,) = of(m.ResponseReceived, at_client)
+    assert response.status == 502 and response.ended
+    assert [(e.stream_id, e.error_code) for e in of(m.StreamReset, at_client)] == [(sid, 0)]
+    assert client.open_streams == gateway.open_streams == 0
+
+
+def test_refused_flows_do_not_use_up_the_stream_limit():
+    """More refused CONNECTs than the gateway's stream limit: each is still answered at once
+    (none waits for a stream slot that a refused stream keeps)."""
+    client, gateway = m.Mux(client_side=True), m.Mux(client_side=False, max_concurrent_streams=2)
+    shuttle(client, gateway)
+    for _ in range(5):
+        sid = client.request([(":method", "CONNECT"), (":authority", "10.0.0.1:1")])
+        _, at_gateway = shuttle(client, gateway)
+        assert of(m.RequestReceived, at_gateway), "the request never left the client"
+        gateway.respond(sid, 502, end=True)
+        at_client, _ = shuttle(client, gateway)
+        assert of(m.ResponseReceived, at_client)[0].status == 502

@@ -254,3 +254,72 @@ def test_random_frames_never_raise(client_side, frames, size):
         for ev in mux.receive(data[i:i + size]):
             assert not (isinstance(ev, m.ConnectionEnded) and ev.error_code == 0x2), ev
     mux.data_to_send()
+
+
+def _blocked_gateway(streams: int) -> m.Mux:
+    """A gateway whose ``streams`` answered streams all wait for connection window."""
+    mux, enc = gateway(max_concurrent_streams=streams), hpack.Encoder()
+    mux.receive(b"".join(headers(sid, encoder=enc) for sid in range(1, 2 * streams, 2)))
+    for sid in range(1, 2 * streams, 2):
+        mux.respond(sid, 200)
+        mux.send(sid, bytes(70000))          # together far beyond the 65535 connection window
+    mux.data_to_send()
+    return mux
+
+
+def test_connection_window_updates_do_not_walk_every_blocked_stream():
+    """Tiny connection WINDOW_UPDATEs cost about as much with 1000 streams waiting for window
+    as with 10 (each used to walk all of them: a 13-byte frame bought ~1000 stream visits);
+    the window they open is still used."""
+    import time
+    tiny = frame(WINDOW, 0, 0, struct.pack(">L", 1)) * 2000
+    cost = {}
+    for streams in (10, 1000):
+        best = float("inf")
+        for _ in range(3):
+            mux = _blocked_gateway(streams)
+            start = time.perf_counter()
+            assert not of(m.ConnectionEnded, mux.receive(tiny))
+            best = min(best, time.perf_counter() - start)
+        cost[streams] = best
+        assert sum(len(p) for t, _, _, p in frames_in(mux.data_to_send()) if t == DATA) == 2000
+    assert cost[1000] < 5 * cost[10], cost
+
+
+def test_memoized_header_blocks_stay_small():
+    """Remembered request blocks are bounded in size: hundreds of distinct large blocks (each
+    one a refused request) leave no megabytes behind on the connection."""
+    mux, enc = gateway(max_header_list_size=16384), hpack.Encoder()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for i in range(500):
+        block = enc.encode([(":method", "CONNECT", True), ("x-pad", "%05d" % i * 3000, True)],
+                           huffman=False)            # context-free: what the memo keeps
+        assert mux.receive(frame(HEADERS, END_HEADERS, 2 * i + 1, block)) == []
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert len(resets(mux)) == 500 and grown < 1_000_000, grown
+
+
+def test_a_flood_of_header_table_sizes_is_signalled_as_two_updates():
+    """SETTINGS_HEADER_TABLE_SIZE changed 200 000 times between two of our header blocks
+    holds no memory per change, and the next block signals only the smallest and the final
+    size (RFC 7541 4.2), which a decoder held to the final size accepts."""
+    for final in (0, 4096):
+        mux = gateway()
+        body = b"".join(struct.pack(">HL", 0x1, size) for size in (4096, 0) * 20000 + (final,))
+        tracemalloc.start()
+        mux.receive(frame(SETTINGS, 0, 0, body))        # warms CPython's tuple free list
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(5):
+            assert not of(m.ConnectionEnded, mux.receive(frame(SETTINGS, 0, 0, body)))
+        grown = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        mux.receive(headers(1))
+        mux.data_to_send()
+        mux.respond(1, 200)
+        ((ftype, _, _, block),) = frames_in(mux.data_to_send())
+        assert ftype == HEADERS and grown < 100_000 and len(block) < 32, (grown, len(block))
+        peer = hpack.Decoder()
+        peer.max_allowed_table_size = final
+        assert peer.decode(block) == [(":status", "200")] and peer.header_table_size == final

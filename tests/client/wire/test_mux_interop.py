@@ -240,3 +240,55 @@ def test_a_reset_frees_the_slot_for_a_waiting_request():
     assert [e.stream_id for e in gateway.of(h2.events.RequestReceived)] == [first, second]
     assert [e.stream_id for e in gateway.of(h2.events.StreamReset)] == [first]
     assert client.open_streams == 1
+
+
+def test_payload_queued_before_the_answer_waits_for_it():
+    """A target that speaks first (an SSH banner) queues payload before the 200: a stream
+    WINDOW_UPDATE or a SETTINGS change from h2 in that time must not send it ahead of the
+    response HEADERS (h2 refuses DATA before headers)."""
+    for credit in ("window_update", "settings"):
+        gateway, client = ours_gateway()
+        client.conn.send_headers(1, CONNECT)
+        shuttle(gateway, client)
+        gateway.send(1, b"SSH-2.0-banner\r\n")
+        if credit == "window_update":
+            client.conn.increment_flow_control_window(1000, stream_id=1)
+        else:
+            client.conn.update_settings({S.INITIAL_WINDOW_SIZE: 100000})
+        shuttle(gateway, client)
+        assert not client.of(h2.events.DataReceived), credit
+        gateway.respond(1, 200)
+        shuttle(gateway, client)
+        (resp,) = client.of(h2.events.ResponseReceived)
+        assert dict(resp.headers)[":status"] == "200" and bytes(client.data[1]) == b"SSH-2.0-banner\r\n"
+
+
+def test_an_error_answer_to_h2_ends_with_a_reset_without_error():
+    """Our refusal reaches an h2 client as a complete response and then RST_STREAM NO_ERROR,
+    which h2 accepts; both ends then hold no stream."""
+    gateway, client = ours_gateway()
+    client.conn.send_headers(1, CONNECT)
+    shuttle(gateway, client)
+    gateway.respond(1, 403, [("proxy-status", "gw; error=destination_ip_prohibited")], end=True)
+    shuttle(gateway, client)
+    (resp,) = client.of(h2.events.ResponseReceived)
+    assert dict(resp.headers)[":status"] == "403" and client.of(h2.events.StreamEnded)
+    (reset,) = client.of(h2.events.StreamReset)
+    assert reset.error_code == 0
+    assert gateway.open_streams == 0 and client.conn.open_outbound_streams == 0
+
+
+def test_h2_shrinking_its_header_table_gets_valid_size_updates():
+    """When h2 lowers SETTINGS_HEADER_TABLE_SIZE (to 0, then 0 and 1024 between two of our
+    answers), our next header block signals it and h2's decoder accepts every answer."""
+    gateway, client = ours_gateway()
+    for sid, sizes in ((1, [0]), (3, [0, 1024])):
+        for size in sizes:
+            client.conn.update_settings({S.HEADER_TABLE_SIZE: size})
+            shuttle(gateway, client)
+        client.conn.send_headers(sid, CONNECT)
+        shuttle(gateway, client)
+        gateway.respond(sid, 200, [("x-answer", str(sid))])
+        shuttle(gateway, client)
+        assert dict(client.of(h2.events.ResponseReceived)[-1].headers)["x-answer"] == str(sid)
+        assert client.conn.decoder.header_table_size == sizes[-1]

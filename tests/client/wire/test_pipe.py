@@ -17,6 +17,7 @@ import threading
 from client.wire import mux as m
 from client.wire.link import Link
 from client.wire.pipe import StreamPipe, eof_pending
+from tests.client.wire.fake_link import FakeLink
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: intranet\r\nConnection: close\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
@@ -147,3 +148,97 @@ def test_data_and_fin_cross_the_tunnel_together_both_ways():
     assert bare_ends(muxes[0].sent) == 10, "the client sent a FIN apart from its data"
     assert all(fin for _, fin in results), "the response's FIN came apart from its data"
     assert intranet.fin_with_request == [False, True] * 10
+
+
+class CreditLink(FakeLink):
+    """A stand-in Link that counts the payload credited back to the peer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.credited = 0
+
+    def consumed(self, stream_id, flow_length) -> None:
+        self.credited += flow_length
+
+
+class SlowSocket(asyncio.Transport):
+    """A socket transport whose peer does not read: everything stays in its buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = False
+
+    def get_extra_info(self, name, default=None): return default
+    def set_write_buffer_limits(self, high=None, low=None): pass
+    def write(self, data): pass
+    def write_eof(self): pass
+    def is_closing(self): return self.closing
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def close(self) -> None:
+        self.closing = True
+
+
+def test_a_flow_that_dies_gives_back_the_credit_it_held():
+    """Payload held uncredited (the socket's buffer was full, or the socket never came) is
+    credited to the connection when the flow ends anyway: otherwise each such flow shrinks
+    the connection window for good, until no stream of the session can receive."""
+    for ending in ("socket reset", "stream reset", "abort before the socket"):
+        link = CreditLink()
+        pipe = StreamPipe(link, 1)
+        if ending != "abort before the socket":
+            pipe.connection_made(SlowSocket())
+            pipe.pause_writing()
+        for _ in range(4):
+            pipe.on_data(b"x" * 1000, 1000 + 9)      # padding counts as flow
+        if ending == "socket reset":
+            pipe.connection_lost(ConnectionResetError())
+        elif ending == "stream reset":
+            pipe.on_reset(0x8)
+        else:
+            pipe.abort()
+        assert link.credited == 4 * 1009, ending
+        pipe.resume_writing()                        # a late drain must not credit it twice
+        assert link.credited == 4 * 1009, ending
+
+
+def test_a_reset_without_error_after_the_end_keeps_what_was_delivered():
+    """RST_STREAM NO_ERROR right after END_STREAM (a peer that finished its answer asks us
+    to stop sending, RFC 9113 8.1, as Go's HTTP/2 server does) keeps the payload: the app
+    reads it all and a clean EOF, not a connection reset, also when its socket comes only
+    after the reset; the flow ends when the app closes."""
+    payload = bytes(range(256)) * 16384              # 4 MiB: most of it still buffered
+
+    async def one(socket_first: bool) -> tuple[bytes, bool]:
+        loop = asyncio.get_running_loop()
+        ours, app = socket.socketpair()
+        app.setblocking(False)
+        link, done = CreditLink(), loop.create_future()
+        pipe = StreamPipe(link, 1, on_done=done.set_result)
+        if socket_first:
+            await loop.connect_accepted_socket(lambda: pipe, ours)
+        pipe.on_data(payload, len(payload))
+        pipe.on_end()
+        pipe.on_reset(0)                             # NO_ERROR
+        if not socket_first:
+            await loop.connect_accepted_socket(lambda: pipe, ours)
+        got = bytearray()
+        while True:
+            try:
+                chunk = await loop.sock_recv(app, 1 << 20)
+            except ConnectionResetError:
+                return bytes(got), False
+            if not chunk:
+                break
+            got += chunk
+        app.close()
+        await asyncio.wait_for(done, 5)
+        return bytes(got), not link.reset_ids and link.credited == len(payload)
+
+    async def main() -> list[tuple[bytes, bool]]:
+        return [await one(socket_first) for socket_first in (True, False)]
+
+    for got, clean in asyncio.run(main()):
+        assert len(got) == len(payload) and got == payload and clean
