@@ -8,7 +8,10 @@ watches the TUN on the event loop. Each time it is readable, up to 512 packets
 are read and handed by IP protocol to their path with one ``now`` for the
 batch; anything that is not IPv4 is counted and dropped. After the batch the
 TCP path opens streams for the SYNs it saw and the UDP path sends what it
-gathered. A ticker lets every path expire idle flows every five seconds.
+gathered. A TUN that can no longer be read (its device was deleted: the
+descriptor stays readable and every read fails) is no longer watched, and
+``tun_lost`` tells the engine. A ticker lets every path expire idle flows every
+five seconds.
 ``stats()`` is the snapshot for status displays. ``close()`` stops reading and
 closes the paths; the TUN and the fast path stay the engine's, which closes
 them once the host is restored.
@@ -73,17 +76,21 @@ class Datapath:
         reflector = Reflector(tun_address=tun_address, fake_address=fake_address,
                               listener_port=[listener.getsockname()[1] for listener in listeners],
                               offload=fast_path)
-        self._tcp = TcpPath(session, reflector, listeners, tun.write)
+        self._tcp = TcpPath(session, reflector, listeners, tun.write,
+                            fake_address=str(fake_address))
         self._udp = UdpPath(session, UdpFlows(), tun.write)
         self._icmp = IcmpPath(session, IcmpEcho(), tun.write)
         self.dropped_not_ipv4 = 0
         """Packets read from the TUN that were not IPv4."""
+        self.tun_lost: asyncio.Future[str] | None = None
+        """Once started: done, with the error, when the TUN can no longer be read."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.Task | None = None
 
     def start(self) -> None:
         """Start reading the TUN and expiring flows, on the running loop."""
         self._loop = asyncio.get_running_loop()
+        self.tun_lost = self._loop.create_future()
         self._loop.add_reader(self._tun.fileno(), self._on_tun)
         self._ticker = self._loop.create_task(self._tick())
 
@@ -107,22 +114,33 @@ class Datapath:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        if self._loop is not None:
-            try:
-                self._loop.remove_reader(self._tun.fileno())
-            except (ValueError, OSError):
-                pass
+        self._stop_reading()
         stats = self.stats(None)
         log.info("TCP: %d flows offloaded to the kernel, %d packets rewritten there, %d in Python",
                  stats.flows_offloaded, stats.packets_offloaded, stats.packets_reflected)
         for path in (self._tcp, self._udp, self._icmp):
             path.close()
 
+    def _stop_reading(self) -> None:
+        if self._loop is not None:
+            try:
+                self._loop.remove_reader(self._tun.fileno())
+            except (ValueError, OSError):
+                pass
+
     def _on_tun(self) -> None:
         tun, tcp, udp, icmp = self._tun, self._tcp, self._udp, self._icmp
         now = time.monotonic()
         for _ in range(512):
-            packet = tun.read()
+            try:
+                packet = tun.read()
+            except OSError as exc:
+                # The device is gone (deleted behind our back): its descriptor stays readable
+                # and every read fails, so reading on would spin.
+                self._stop_reading()
+                if not self.tun_lost.done():
+                    self.tun_lost.set_result(str(exc))
+                break
             if packet is None:
                 break
             if len(packet) < 20 or packet[0] >> 4 != 4:

@@ -11,8 +11,9 @@ pure-Python path when it cannot) and hands all that to a ``Datapath``
 (``Engine.stats``; ``Stats`` is importable from here). While connected, a PING
 every ``keepalive`` seconds proves the gateway alive; a lost session is resumed
 on a new TLS connection while the TUN, routes and DNS stay in place. A session
-that ends for good, a dead peer or a stop request all lead through the same
-teardown, which stops the datapath and undoes every host change.
+that ends for good, a dead peer, a TUN device that went away or a stop request
+all lead through the same teardown, which stops the datapath and undoes every
+host change.
 """
 
 from __future__ import annotations
@@ -267,12 +268,16 @@ class Engine:
         link = self.session.link
         keepalive = self.session.config.keepalive
         stopper = asyncio.ensure_future(stop.wait())
+        tun_lost = self._datapath.tun_lost
         try:
             while True:
-                done, _ = await asyncio.wait({stopper, link.closed}, timeout=keepalive,
+                done, _ = await asyncio.wait({stopper, link.closed, tun_lost}, timeout=keepalive,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if stopper in done:
                     return
+                if tun_lost in done:
+                    raise HostSetupError(f"the TUN device {self._tun.name} went away "
+                                         f"({tun_lost.result()})")
                 reason = None
                 if link.closed.done():
                     reason = f"lost the session with the gateway: {link.closed.result()}"

@@ -45,6 +45,33 @@ ATTACH_TIMEOUT = 150.0
 DRAIN_STALL = 300.0
 
 
+#: TCP states (include/net/tcp_states.h) in which our FIN has been acknowledged:
+#: FIN_WAIT2, TIME_WAIT, and CLOSE (after LAST_ACK, or the socket's TIME_WAIT moved aside).
+_FIN_ACKNOWLEDGED = frozenset((5, 6, 7))
+
+
+def send_fin(sock) -> None:
+    """Half-close TCP socket ``sock`` (a transport's socket) at once: a transport's own
+    ``write_eof`` may wait for the loop's next turn (uvloop), and it is the FIN's fate that
+    tells whether the flow may go. Nothing happens when it has already gone."""
+    raw = socket.socket(fileno=sock.fileno())
+    try:
+        raw.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass                    # ENOTCONN: closed already (its FIN acknowledged, or a reset)
+    finally:
+        raw.detach()
+
+
+def fin_acknowledged(sock) -> bool:
+    """True once the peer has acknowledged our FIN on TCP socket ``sock``, and with it
+    every byte before it; True too when the socket cannot say (it is gone)."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in _FIN_ACKNOWLEDGED
+    except OSError:
+        return True
+
+
 def bind_listeners(address: str, count: int = LISTENERS) -> list[socket.socket]:
     """``count`` listening sockets on ``address``, each on a port of the kernel's choice.
     Raises OSError (with none left open) when one cannot be bound."""
@@ -114,16 +141,32 @@ class _Flow(StreamPipe):
     def _both_ended(self) -> None:
         # Our socket stands in for the server, and only the reflector's mapping carries its
         # last bytes to the app. When the app ended first (a half-close), those bytes may
-        # still wait in our socket while the app reads slowly: then the socket stays open
-        # and the flow is not released (the mapping would lapse after its linger) until
-        # they are delivered (``TcpPath.expire``).
-        left = self.undelivered()
-        if left == 0:
+        # still wait in our socket while the app reads slowly, and so may our FIN alone: an
+        # answer that filled the app's buffer is all acknowledged, but the app's kernel
+        # holds back or drops the FIN until the app reads. So the FIN goes now, and unless
+        # it is acknowledged at once the socket stays open and the flow is not released
+        # until it is (``TcpPath.after_batch``, ``TcpPath.expire``): the mapping would lapse
+        # after its settle time, and the app would wait for its EOF for ever.
+        transport = self.transport
+        if not transport.is_closing():
+            if transport.get_write_buffer_size():
+                transport.write_eof()           # the FIN follows the buffered bytes
+            else:
+                send_fin(transport.get_extra_info("socket"))
+        if self.delivered():
             super()._both_ended()
             return
-        self.transport.write_eof()
-        self.draining = (left, time.monotonic())
+        self.draining = (self.undelivered(), time.monotonic())
         self._finish()
+
+    def delivered(self) -> bool:
+        """Everything written to the socket, our FIN included, is acknowledged (or the
+        socket is closing)."""
+        transport = self.transport
+        if transport.is_closing():
+            return True
+        return not transport.get_write_buffer_size() and fin_acknowledged(
+            transport.get_extra_info("socket"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.draining is not None:
@@ -147,14 +190,16 @@ class TcpPath:
 
     def __init__(self, session: GatewaySession, reflector: Reflector,
                  listeners: typing.Sequence[socket.socket],
-                 tun_write: typing.Callable[[bytes], None]) -> None:
+                 tun_write: typing.Callable[[bytes], None], *, fake_address: str) -> None:
         self.session = session
         self.reflector = reflector
+        self._fake = fake_address             # N: reflected connections come from there
         self._listeners = tuple(listeners)    # in the reflector's listener-port order
         self._tun_write = tun_write
         self._loop = asyncio.get_running_loop()
         self._flows: dict[int, _Flow] = {}
         self._draining: dict[int, _Flow] = {}     # ended both ways, last bytes not yet delivered
+        self._just_drained: list[_Flow] = []      # of those, the ones that began since the last batch
         self.flows_refused = 0
         self._servers: list[asyncio.AbstractServer] = []
         for listener in self._listeners:
@@ -186,10 +231,18 @@ class TcpPath:
             self._tun_write(out)
 
     def after_batch(self) -> None:
-        """Open streams for the SYNs seen in the last batch of packets."""
+        """Open streams for the SYNs seen in the last batch of packets; release the flows
+        whose last bytes (usually just our FIN) the batch carried to the app."""
         for event in self.reflector.pop_events():
             if isinstance(event, FlowRequested):
                 self._open(event)
+        if self._just_drained:
+            # Without the fast path the app's ACK comes back through the TUN: looked for
+            # once here, not on every batch (a stalled app would cost a syscall each time).
+            flows, self._just_drained = self._just_drained, []
+            for flow in flows:
+                if flow.draining is not None and flow.delivered():
+                    self._finish_draining(flow)
 
     def _open(self, event: FlowRequested) -> None:
         flow = _Flow(self, event.nat_port)
@@ -240,7 +293,9 @@ class TcpPath:
     def _arrived(self, transport: asyncio.Transport, slot_base: int) -> None:
         """A listener accepted a reflected connection: with the peer port it names the flow."""
         peer = transport.get_extra_info("peername")
-        flow = self._flows.get(slot_base + peer[1]) if peer else None
+        # Any local process may connect to a listener (L is a local address), even from the
+        # NAT port of a flow still waiting for its connection; only the reflector's come from N.
+        flow = self._flows.get(slot_base + peer[1]) if peer and peer[0] == self._fake else None
         if flow is None or flow.transport is not None:
             transport.abort()
             return
@@ -255,8 +310,14 @@ class TcpPath:
             del self._flows[flow.nat_port]
         if flow.draining is not None:
             self._draining[flow.nat_port] = flow
+            self._just_drained.append(flow)
         else:
             self.reflector.release(flow.nat_port, self._loop.time())
+
+    def _finish_draining(self, flow: _Flow) -> None:
+        """A draining flow's last bytes are acknowledged: close its socket and release it."""
+        flow.transport.close()
+        self._drained(flow)
 
     def _drained(self, flow: _Flow) -> None:
         """A draining flow delivered everything, or its socket is gone: release it."""
@@ -271,15 +332,15 @@ class TcpPath:
         ``DRAIN_STALL``); forget idle flows (and reset their streams)."""
         for flow in list(self._draining.values()):
             left = flow.undelivered()
-            if left == 0:
-                flow.transport.close()
-                self._drained(flow)
+            if flow.delivered():
+                self._finish_draining(flow)
             elif left != flow.draining[0]:
                 flow.draining = (left, now)
             elif now - flow.draining[1] >= DRAIN_STALL:
                 log.info("flow %d delivered nothing for %.0f s; reset", flow.nat_port, DRAIN_STALL)
                 reset_socket(flow.transport)
                 self._drained(flow)
+        self._just_drained.clear()      # looked at just now (without TUN traffic, no batch does)
         for nat_port in self.reflector.expire(now):
             flow = self._flows.pop(nat_port, None)
             if flow is not None:
@@ -305,5 +366,6 @@ class TcpPath:
         self._flows.clear()
         for flow in list(self._draining.values()):
             self._abandon(flow)
+        self._just_drained.clear()
         for listener in self._listeners:
             listener.close()

@@ -75,19 +75,25 @@ def test_half_close_carries_the_fin_and_the_reply_after_it(lab, tunnel):
     assert answer == "got 100000 bytes after your FIN"
 
 
-SLOW_READER_SERVER = textwrap.dedent("""
-    import socket, sys
-    srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
-    print("listening", flush=True)
-    conn, _ = srv.accept()
-    while conn.recv(65536):                # the request, up to the app's FIN
-        pass
-    conn.sendall(bytes(range(256)) * 8192) # 2 MiB, then close
-    conn.close()
-""")
+def answering_server(blocks: int, pause: float = 0.0) -> str:
+    """A one-connection server that reads the request up to the app's FIN, answers
+    ``blocks`` x 256 bytes, waits ``pause`` seconds and closes."""
+    return textwrap.dedent(f"""
+        import socket, sys, time
+        srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
+        print("listening", flush=True)
+        conn, _ = srv.accept()
+        while conn.recv(65536):                # the request, up to the app's FIN
+            pass
+        conn.sendall(bytes(range(256)) * {blocks})
+        time.sleep({pause})
+        conn.close()
+    """)
+
 
 SLOW_READER_CLIENT = textwrap.dedent("""
     import socket, sys, time
+    answer = bytes(range(256)) * int(sys.argv[4])
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # the rest waits on the far side
     s.settimeout(20)
@@ -102,7 +108,7 @@ SLOW_READER_CLIENT = textwrap.dedent("""
     except TimeoutError:
         print("stalled after %d bytes" % len(reply))
     else:
-        print("intact" if reply == bytes(range(256)) * 8192 else "corrupt %d bytes" % len(reply))
+        print("intact" if reply == answer else "corrupt %d bytes" % len(reply))
 """)
 
 
@@ -110,6 +116,17 @@ def test_half_closed_answer_still_arrives_after_the_app_paused_past_the_linger(l
     """An app that half-closes, then reads its 2 MiB answer only after 65 s (past the 60 s
     a closed flow's mapping lingers) still gets all of it: the flow is held while its
     last bytes wait in the client's socket."""
-    answer = serve_and_ask(lab, tunnel, SLOW_READER_SERVER, SLOW_READER_CLIENT, 9051, "65",
-                           timeout=120)
+    answer = serve_and_ask(lab, tunnel, answering_server(8192), SLOW_READER_CLIENT, 9051, "65",
+                           "8192", timeout=120)
+    assert answer == "intact"
+
+
+def test_our_fin_reaches_an_app_whose_full_buffer_held_it_back(lab, tunnel):
+    """An app that half-closes and reads its answer only after 12 s, when the answer filled
+    its buffer: every byte was acknowledged, but its kernel held our FIN back; the flow
+    waits for that FIN, so the app still gets its EOF (it used to wait for ever)."""
+    # 4 KiB is just what the app's 4 KiB buffer takes; the server closes 1 s later, when
+    # all of it has been acknowledged.
+    answer = serve_and_ask(lab, tunnel, answering_server(16, pause=1.0), SLOW_READER_CLIENT, 9052,
+                           "12", "16", timeout=60)
     assert answer == "intact"

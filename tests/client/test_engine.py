@@ -14,7 +14,7 @@ import pytest
 from client.bpf.offload import MemoryOffload
 from client.dns import MemoryDns
 from client.engine import Engine, EngineOptions
-from client.errors import LoginFailed, TrustError, WrongCredentials
+from client.errors import HostSetupError, LoginFailed, TrustError, WrongCredentials
 from client.routes import MemoryRoutes
 from client.session import GatewayAddress
 from client.states import State
@@ -290,4 +290,41 @@ def test_stop_while_connecting_ends_the_attempt_at_once(tmp_path):
         server.close()
         assert states == [State.CONNECTING, State.DISCONNECTING, State.DISCONNECTED]
         assert routes.applied == [] and dns.applied == []
+    run(main())
+
+
+class VanishingTun(MemoryTun):
+    """A TUN whose device can be deleted behind the engine's back: then, like the kernel's,
+    it stays readable and every read fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone = False
+        self.reads = 0
+
+    def read(self):
+        self.reads += 1
+        if self.gone:
+            raise OSError(77, "File descriptor in bad state")   # EBADFD
+        return super().read()
+
+
+def test_a_tun_device_that_goes_away_ends_the_connection_instead_of_spinning(tmp_path):
+    """When the TUN device disappears (an administrator deletes it), the engine does not
+    spin on its ever-readable, ever-failing descriptor: it reads it once more, then fails
+    the connection as a host problem and puts the host back."""
+    async def main():
+        rig = Rig(tmp_path)
+        rig.tun = VanishingTun()
+        await rig.start()
+        await rig.connected()
+        rig.tun.gone = True
+        rig.tun.inject(udp_packet(src=APP, dst="127.0.0.1", sport=5000, dport=5001))
+        await asyncio.sleep(0.3)
+        assert rig.tun.reads < 10
+        with pytest.raises(HostSetupError, match="TUN"):
+            await asyncio.wait_for(rig.task, 5)
+        assert rig.engine.state is State.FAILED
+        assert rig.routes.state is None and rig.dns.state is None and rig.tun.closed
+        rig.gateway.close()
     run(main())

@@ -1,5 +1,5 @@
-"""The TCP path: the end of a flow (with the real engine and gateway on loopback),
-and how the gateway's refusals map to what the app sees.
+"""The TCP path: the end of a flow and which connection takes it (with the real engine
+and gateway on loopback), and how the gateway's refusals map to what the app sees.
 
 The kernel's part (the reflected connection reaching our listener) is played
 by a real socket bound to the fake source address and the flow's NAT port.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 
 import pytest
 
@@ -19,10 +20,32 @@ from tests.client.engine_rig import APP, REFLECT, SYN, Rig, run
 from tests.client.packets import fields, tcp_packet
 
 RESPONSE = bytes(range(256)) * 8192     # 2 MiB: within one stream window, so it all arrives
+#: What the app's buffer takes with SO_RCVBUF 4096 before its window closes (Linux, loopback).
+FULL_WINDOW = bytes(range(256)) * 16
+FIN_WAIT2 = 5                           # tcpi_state (include/net/tcp_states.h)
 
 
 class HalfCloseServer(threading.Thread):
-    """Reads a request to its end (the app's FIN), then answers RESPONSE and closes."""
+    """Reads a request to its end (the app's FIN), then answers ``answer``, waits ``pause``
+    seconds and closes."""
+
+    def __init__(self, answer: bytes = RESPONSE, pause: float = 0.0) -> None:
+        super().__init__(daemon=True)
+        self.answer, self.pause = answer, pause
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+
+    def run(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            while conn.recv(65536):
+                pass
+            conn.sendall(self.answer)
+            time.sleep(self.pause)
+
+
+class GreetingServer(threading.Thread):
+    """Greets the one connection it accepts, then reads it to its end."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -32,9 +55,12 @@ class HalfCloseServer(threading.Thread):
     def run(self) -> None:
         conn, _ = self.listener.accept()
         with conn:
-            while conn.recv(65536):
+            conn.sendall(b"hello")
+            try:
+                while conn.recv(65536):
+                    pass
+            except ConnectionResetError:
                 pass
-            conn.sendall(RESPONSE)
 
 
 async def until(predicate, timeout: float) -> bool:
@@ -52,6 +78,30 @@ async def read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+async def released_syn(rig: Rig, port: int, sport: int) -> dict:
+    """An app's SYN to 127.0.0.1:``port``, as the engine releases it once the gateway connected
+    (N:np -> L:lp)."""
+    rig.tun.inject(tcp_packet(src=APP, dst="127.0.0.1", sport=sport, dport=port, flags=SYN, seq=7))
+    return fields(await rig.written(lambda p: p[9] == 6 and fields(p)["flags"] == SYN))
+
+
+async def connect_from(source: str, syn: dict, rcvbuf: int = 0) -> socket.socket:
+    """A connection from ``source``, port np, to the listener L:lp that ``syn`` is reflected to:
+    from N it is what the kernel makes of the released SYN."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # np may be in TIME_WAIT
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.bind((source, syn["sport"]))
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (str(REFLECT.network_address + 1),
+                                                         syn["dport"]))
+    return sock
+
+
+FAKE = str(REFLECT.network_address + 2)
+
+
 def test_half_closed_flow_is_held_until_the_app_has_read_everything(tmp_path):
     """The app half-closes, then reads the answer only later: the flow is not released (its
     reflection would lapse) while the answer waits in our socket; once the app has it all,
@@ -62,19 +112,8 @@ def test_half_closed_flow_is_held_until_the_app_has_read_everything(tmp_path):
         rig = Rig(tmp_path)
         engine = await rig.start()
         await rig.connected()
-        rig.tun.inject(tcp_packet(src=APP, dst="127.0.0.1", sport=40100, dport=server.port,
-                                  flags=SYN, seq=7))
-        syn = fields(await rig.written(lambda p: p[9] == 6 and fields(p)["flags"] == SYN))
-        # What the kernel does with the released SYN: a connection from N:np to L:lp.
-        app = socket.socket()
-        app.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        # Every engine's first NAT port is the same: another run's socket (or its TIME_WAIT)
-        # may hold it, which only a connect to the same listener port would clash with.
-        app.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        app.bind((str(REFLECT.network_address + 2), syn["sport"]))
-        app.setblocking(False)
+        app = await connect_from(FAKE, await released_syn(rig, server.port, 40100), rcvbuf=4096)
         loop = asyncio.get_running_loop()
-        await loop.sock_connect(app, (str(REFLECT.network_address + 1), syn["dport"]))
         await loop.sock_sendall(app, b"GET /big\n")
         app.shutdown(socket.SHUT_WR)
 
@@ -86,6 +125,56 @@ def test_half_closed_flow_is_held_until_the_app_has_read_everything(tmp_path):
         assert await read_all(app) == RESPONSE
         app.close()
         assert await until(lambda: engine.stats.flows_draining == 0, 12)   # the 5 s tick
+        await rig.close()
+        server.join(5)
+    run(main())
+
+
+def test_a_flow_is_held_while_the_apps_closed_window_keeps_our_fin_back(tmp_path):
+    """The app half-closes; the answer fills its buffer (every byte acknowledged, its window
+    closed) and only then does the server close: the app's kernel holds our FIN back until
+    the app reads, so the flow is not released (the FIN would arrive after the mapping
+    lapsed, and never reach the app); once the app has read up to the FIN, it is."""
+    async def main():
+        server = HalfCloseServer(FULL_WINDOW, pause=0.3)
+        server.start()
+        rig = Rig(tmp_path)
+        engine = await rig.start()
+        await rig.connected()
+        app = await connect_from(FAKE, await released_syn(rig, server.port, 40101), rcvbuf=4096)
+        await asyncio.get_running_loop().sock_sendall(app, b"GET /\n")
+        app.shutdown(socket.SHUT_WR)
+        assert await until(lambda: not server.is_alive(), 5)     # answered and closed
+        await asyncio.sleep(0.3)
+        if app.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != FIN_WAIT2:
+            pytest.skip("this kernel's window did not close on the answer: nothing held back")
+        assert engine.stats.open_flows == 0 and engine.stats.flows_draining == 1
+
+        assert await read_all(app) == FULL_WINDOW     # then the FIN
+        app.close()
+        assert await until(lambda: engine.stats.flows_draining == 0, 12)   # the 5 s tick
+        await rig.close()
+    run(main())
+
+
+def test_only_the_reflected_connection_takes_its_flow(tmp_path):
+    """Any local process may connect to a reflection listener; one that does so from a
+    waiting flow's NAT port, but not from the fake source N, is turned away, and the flow
+    stays for the reflected connection from N."""
+    async def main():
+        server = GreetingServer()
+        server.start()
+        rig = Rig(tmp_path)
+        await rig.start()
+        await rig.connected()
+        syn = await released_syn(rig, server.port, 40102)
+        loop = asyncio.get_running_loop()
+        impostor = await connect_from(APP, syn)
+        assert await loop.sock_recv(impostor, 16) == b""
+        impostor.close()
+        app = await connect_from(FAKE, syn)
+        assert await loop.sock_recv(app, 16) == b"hello"
+        app.close()
         await rig.close()
         server.join(5)
     run(main())
