@@ -34,10 +34,9 @@ def connect_failure(exc: BaseException) -> tuple[int, str]:
         return 504, "connection_timeout"
     if isinstance(exc, ConnectionRefusedError):
         return 502, "connection_refused"
-    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH,
-                                                  errno.EADDRNOTAVAIL):
-        return 502, "destination_ip_unroutable"
-    return 502, "destination_unavailable"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EADDRNOTAVAIL):
+        return 502, "destination_ip_unroutable"     # no route: the app sees net unreachable
+    return 502, "destination_unavailable"           # EHOSTUNREACH and the rest: host unreachable
 
 
 @functools.lru_cache(maxsize=4096)

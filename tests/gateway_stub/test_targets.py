@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import re
 
 import pytest
 
-from gateway_stub.targets import parse_authority, proxy_status_header
+from gateway_stub.targets import connect_failure, parse_authority, proxy_status_header
 
 
 @pytest.mark.parametrize("text", ["", "10.0.0.1", "10.0.0.1:0", "10.0.0.1:70000", "host:80",
@@ -27,3 +28,16 @@ def test_proxy_status_details_stay_one_valid_string(detail):
     assert match, value
     assert re.sub(r'\\(["\\])', r"\1", match.group(1)) == "".join(
         c if " " <= c <= "~" else "?" for c in detail)
+
+
+@pytest.mark.parametrize(("exc", "answer"), [
+    (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), (502, "connection_refused")),
+    (TimeoutError(), (504, "connection_timeout")),
+    (OSError(errno.ENETUNREACH, "no route"), (502, "destination_ip_unroutable")),
+    (OSError(errno.EADDRNOTAVAIL, "no source"), (502, "destination_ip_unroutable")),
+    # A host that does not answer on a routed network: the app must see host unreachable.
+    (OSError(errno.EHOSTUNREACH, "no host"), (502, "destination_unavailable")),
+    (OSError(errno.EIO, "other"), (502, "destination_unavailable")),
+])
+def test_connect_failures_map_to_what_the_app_should_see(exc, answer):
+    assert connect_failure(exc) == answer
