@@ -31,7 +31,7 @@ from client.dns import DnsState, HostDns
 from client.errors import ClientError, HostSetupError, LoginFailed, SessionLost, TrustError
 from client.prompter import Prompter
 from client.routes import HostRoutes, HostState
-from client.session import GatewayAddress, GatewaySession, open_session
+from client.session import ClientConfig, GatewayAddress, GatewaySession, open_session
 from client.states import State, check_transition
 from client.tcp_path import bind_listeners
 from client.trust import Trust
@@ -86,6 +86,28 @@ def off_loop(fn: typing.Callable, *args: object) -> object:
     if error:
         raise error[0]
     return result[0] if result else None
+
+
+async def unless_stopped(coro: typing.Coroutine, stop: asyncio.Event) -> asyncio.Future | None:
+    """Run ``coro`` until it is done, or cancel it as soon as ``stop`` is set.
+
+    Returns its finished task (``result()`` gives its outcome), or None when it was
+    stopped first: Ctrl-C or a disconnect must not wait out a login, keepalive or
+    resume timeout. The coroutine closes what it opened when it is cancelled.
+    """
+    task = asyncio.ensure_future(coro)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        stopper.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+    return None if task.cancelled() else task
 
 
 class Engine:
@@ -174,19 +196,8 @@ class Engine:
     async def _log_in(self, stop: asyncio.Event) -> GatewaySession | None:
         """The logged-in session, or None when ``stop`` is set first: Ctrl-C or SIGTERM
         while connecting ends the attempt at once instead of after the login timeouts."""
-        login = asyncio.ensure_future(self._open_session())
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({login, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            login.cancel()
-            raise
-        finally:
-            stopper.cancel()
-        if not login.done():
-            login.cancel()  # open_session closes its link when cancelled
-            await asyncio.wait({login})
-        return None if login.cancelled() else login.result()
+        login = await unless_stopped(self._open_session(), stop)
+        return None if login is None else login.result()
 
     def _authenticating(self) -> None:
         if self.state is State.CONNECTING:
@@ -282,8 +293,11 @@ class Engine:
                 if link.closed.done():
                     reason = f"lost the session with the gateway: {link.closed.result()}"
                 else:
+                    ping = await unless_stopped(link.ping(self.options.dead_peer_timeout), stop)
+                    if ping is None:
+                        return
                     try:
-                        await link.ping(self.options.dead_peer_timeout)
+                        ping.result()
                     except asyncio.TimeoutError:
                         reason = (f"the gateway stopped answering (no reply to a keepalive "
                                   f"within {self.options.dead_peer_timeout:g} s)")
@@ -294,7 +308,7 @@ class Engine:
                     await self._reconnect(reason, stop)
                     if stop.is_set():
                         return
-                    link = self.session.link
+                    link, keepalive = self.session.link, self.session.config.keepalive
         finally:
             stopper.cancel()
 
@@ -308,22 +322,40 @@ class Engine:
         self._set(State.RECONNECTING, reason)
         trust = Trust(pin=self.trusted_pin) if self.trusted_pin else self.options.trust
         last = reason
+        before = self.session.config
         for delay in self.options.reconnect_delays:
             try:
                 await asyncio.wait_for(stop.wait(), delay)
                 return
             except asyncio.TimeoutError:
                 pass
+            attempt = await unless_stopped(self.session.resume(trust), stop)
+            if attempt is None:
+                return
             try:
-                await self.session.resume(trust)
+                attempt.result()
             except (LoginFailed, SessionLost, TrustError) as exc:
                 raise SessionLost(f"{reason}; could not resume: {exc}") from None
             except ClientError as exc:
                 last = str(exc)
                 continue
+            self._apply_changed_dns(before, self.session.config)
             self._set(State.CONNECTED, "reconnected")
             return
         raise SessionLost(f"{reason}; could not reconnect ({last})")
+
+    def _apply_changed_dns(self, before: ClientConfig, now: ClientConfig) -> None:
+        """Put the DNS the gateway pushed on resume in place, if it differs (the address
+        and networks cannot change: ``resume`` refuses that)."""
+        if self._dns is None or (now.dns_servers, now.dns_search) == (before.dns_servers,
+                                                                      before.dns_search):
+            return
+        log.info("the gateway changed the pushed DNS on resume; applying it")
+        try:  # idempotent; an empty state puts the host's own DNS back
+            off_loop(self._dns.apply, DnsState(interface=self._tun.name, servers=now.dns_servers,
+                                               search=now.dns_search))
+        except (OSError, ValueError) as exc:
+            raise HostSetupError(f"cannot configure the DNS pushed on resume: {exc}") from None
 
     def _teardown(self) -> None:
         """Undo everything; never raises (failures are logged)."""

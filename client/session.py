@@ -163,26 +163,35 @@ class GatewaySession:
         """Reconnect with the same token (no password, no one-time code again).
 
         Raises LoginFailed when the gateway no longer knows the session, and
-        SessionLost when the gateway changed what this client must set up.
+        SessionLost when the gateway changed the address or networks. On success
+        ``link`` and ``config`` are the new ones (the DNS, MTU or keepalive may differ).
         """
         link = await connect_link(self.gateway, trust, timeout=timeout)
         try:
+            self.config = await self._resumed_config(link, timeout)
+        except BaseException:  # cancelled (a disconnect) included: the new connection must go
+            link.close("resume failed")
+            raise
+        self.link = link
+
+    async def _resumed_config(self, link: ClientLink, timeout: float) -> ClientConfig:
+        """The config the gateway gives this session's token on ``link``."""
+        try:
             response = await link.request(self._api("GET", "/api/v1/config"), timeout=timeout)
         except (LinkClosed, asyncio.TimeoutError) as exc:
-            link.close("resume failed")
             raise GatewayUnreachable(f"the gateway at {self.gateway} dropped the session: {exc}") from None
-        if response.status != 200:
-            link.close("resume refused")
+        if response.status in (401, 403, 407):
             raise LoginFailed("the session expired on the gateway; connect again")
+        if response.status != 200:  # busy or starting (503, a front's 502): worth another try
+            answer = f"{response.status} {_error_text(response)}".rstrip()
+            raise GatewayUnreachable(f"the gateway at {self.gateway} could not resume the session ({answer})")
         try:
             config = ClientConfig.from_json(json.loads(response.body))
         except (ValueError, GatewayProtocolError):
-            link.close("bad config")
             raise GatewayProtocolError("the gateway sent an invalid config") from None
         if (config.address, config.include) != (self.config.address, self.config.include):
-            link.close("config changed")
             raise SessionLost("the gateway changed this session's address or networks; connect again")
-        self.link = link
+        return config
 
     async def logout(self) -> None:
         """Tell the gateway the session is over, then close."""

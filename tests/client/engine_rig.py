@@ -45,12 +45,16 @@ class Rig:
     """Gateway on loopback plus an engine with fakes, for one test."""
 
     def __init__(self, tmp_path, *, user="alice", prompter=None, trust=None, dns=True,
-                 password=None) -> None:
+                 password=None, extra_server="", proxy=False, **options) -> None:
         extra = '[dns]\nservers = ["127.0.0.53"]\nsearch = ["corp.example"]\n' if dns else ""
         self.setup = write_gateway(tmp_path, listen="127.0.0.1:0", hosts=["127.0.0.1"],
-                                   allowed_networks=["127.0.0.0/8"], extra=extra)
+                                   allowed_networks=["127.0.0.0/8"], extra=extra,
+                                   extra_server=extra_server)
         self.gateway = Gateway(load_config(self.setup.config))
         self.user, self.prompter, self.trust = user, prompter, trust
+        #: With ``proxy``, the engine reaches the gateway through this (see ``Proxy``).
+        self.proxy: Proxy | None = Proxy() if proxy else None
+        self.options = {"reconnect_delays": (0.1, 0.2), **options}
         self.password = PASSWORDS[user] if password is None else password
         self.tun = MemoryTun()
         self.routes, self.dns = MemoryRoutes(), MemoryDns()
@@ -58,10 +62,11 @@ class Rig:
 
     async def start(self) -> Engine:
         (host, port), *_ = await self.gateway.start()
+        if self.proxy is not None:
+            host, port = await self.proxy.start(host, port)
         options = EngineOptions(gateway=GatewayAddress(host, port),
                                 trust=self.trust or Trust(ca_file=self.setup.certs.ca_cert),
-                                username=self.user, reflect_network=REFLECT,
-                                reconnect_delays=(0.1, 0.2))
+                                username=self.user, reflect_network=REFLECT, **self.options)
         self.engine = Engine(options, self.password, tun_factory=lambda mtu: self.tun,
                              routes=self.routes, dns=self.dns, prompter=self.prompter,
                              on_state=lambda s, d: self.states.append((s, d)))
@@ -93,6 +98,44 @@ class Rig:
             await asyncio.wait_for(self.task, 10)
         finally:
             self.gateway.close()
+            if self.proxy is not None:
+                self.proxy.close()
+
+
+class Proxy:
+    """A TCP relay in front of the gateway whose open connections can go silent, as when
+    a cable is pulled or a laptop sleeps: no FIN, no RST, every byte dropped. Connections
+    made afterwards are relayed again (the network is back)."""
+
+    def __init__(self) -> None:
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._silenced: set[asyncio.StreamWriter] = set()
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        async def relay(reader, writer):
+            while data := await reader.read(65536):
+                if writer not in self._silenced:
+                    writer.write(data)
+            if writer not in self._silenced:   # a pulled cable carries no FIN either
+                writer.close()
+
+        async def accepted(reader, writer):
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+            self._writers += [writer, up_writer]
+            await asyncio.gather(relay(reader, up_writer), relay(up_reader, writer),
+                                 return_exceptions=True)
+        self._server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[:2]
+
+    def go_silent(self) -> None:
+        """Drop every byte of the connections open now, in both directions."""
+        self._silenced.update(self._writers)
+
+    def close(self) -> None:
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
 
 
 def open_and_closed_ports() -> tuple[socket.socket, int, int]:
