@@ -367,8 +367,9 @@ class Connection(Streams):
         self._ended = True
         reason = "gateway closed the session" if self._client else "client closed the session"
         debug = bytes(payload[8:])
-        if debug:
-            reason += f": {debug.decode('utf-8', 'replace')[:200]}"
+        if debug:  # the peer's words go into one-line messages and logs: no control characters
+            text = debug[:800].decode("utf-8", "replace")[:200]
+            reason += ": " + "".join(c if c.isprintable() else "?" for c in text)
         events.append(ConnectionEnded(error_code=f.error_code(payload, 4), reason=reason))
 
     # -- errors -----------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from client.wire import mux as m
+from client.wire import frames as f
 
 
 def pair() -> tuple[m.Mux, m.Mux]:
@@ -142,6 +143,17 @@ def test_goaway_is_reported_to_the_peer():
     at_client, _ = shuttle(client, gateway)
     (ended,) = of(m.ConnectionEnded, at_client)
     assert ended.error_code == 0 and "gateway closed" in ended.reason
+
+
+def test_goaway_debug_text_stays_on_one_printable_line():
+    """The peer's GOAWAY text goes into one-line messages and logs: newlines, escapes and
+    bidi controls are replaced, and the text is cut short."""
+    client, gateway = pair()
+    shuttle(client, gateway)
+    debug = "bye\nconnected: all fine\x1b[2J\u202e".encode() + b"\xff" + b"x" * 5000
+    (ended,) = of(m.ConnectionEnded, client.receive(f.goaway(0, 0, debug)))
+    assert ended.reason.startswith("gateway closed the session: bye?connected: all fine?[2J?\ufffdx")
+    assert ended.reason.isprintable() and len(ended.reason) < 250
 
 
 def test_respond_on_a_reset_stream_raises_stream_gone():
