@@ -22,12 +22,13 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
-import threading
+import time
 import typing
 
 from client.bpf.offload import offload_enabled
 from client.datapath import Datapath, Stats
 from client.dns import DnsState, HostDns
+from client.awaiting import off_loop, unless_stopped
 from client.errors import ClientError, HostSetupError, LoginFailed, SessionLost, TrustError
 from client.prompter import Prompter
 from client.routes import HostRoutes, HostState
@@ -65,49 +66,10 @@ class EngineOptions:
     Defaults to on unless ``$TUNNELGATE_BPF=0``; falls back to Python where BPF is unavailable."""
 
 
-def off_loop(fn: typing.Callable, *args: object) -> object:
-    """Run a short blocking call in a thread of its own and wait for it.
-
-    pyroute2 drives an event loop of its own inside its synchronous API, which
-    cannot run inside ours; a plain thread has no running loop.
-    """
-    result: list[object] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(fn(*args))
-        except BaseException as exc:  # re-raised in the caller's thread
-            error.append(exc)
-
-    thread = threading.Thread(target=target, name="host-changes")
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0] if result else None
-
-
-async def unless_stopped(coro: typing.Coroutine, stop: asyncio.Event) -> asyncio.Future | None:
-    """Run ``coro`` until it is done, or cancel it as soon as ``stop`` is set.
-
-    Returns its finished task (``result()`` gives its outcome), or None when it was
-    stopped first: Ctrl-C or a disconnect must not wait out a login, keepalive or
-    resume timeout. The coroutine closes what it opened when it is cancelled.
-    """
-    task = asyncio.ensure_future(coro)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        raise
-    finally:
-        stopper.cancel()
-    if not task.done():
-        task.cancel()
-        await asyncio.wait({task})
-    return None if task.cancelled() else task
+#: A session lost again sooner than this after it was (re)established counts as a quick loss.
+STABLE_AFTER = 30.0
+#: The longest extra pause before resuming after quick losses in a row.
+MAX_FLAP_PAUSE = 30.0
 
 
 class Engine:
@@ -130,6 +92,8 @@ class Engine:
         #: The error that ended the run, set before the failed state is announced
         #: (None while it has not failed, or when it was interrupted).
         self.failure: ClientError | None = None
+        self._up_since: float | None = None     # when the session was last (re)established
+        self._quick_losses = 0                   # sessions in a row lost within STABLE_AFTER
         self.state = State.DISCONNECTED
         self.session: GatewaySession | None = None
         self._tun: TunDevice | None = None
@@ -170,6 +134,7 @@ class Engine:
                 cfg = self.session.config
                 self._set(State.CONNECTED, "address {} networks {}".format(
                     cfg.address or self._tun_address(), ",".join(map(str, cfg.include)) or "none"))
+                self._up_since = time.monotonic()
                 await self._stay_connected(stop)
         except ClientError as exc:
             self._teardown()
@@ -323,7 +288,7 @@ class Engine:
         trust = Trust(pin=self.trusted_pin) if self.trusted_pin else self.options.trust
         last = reason
         before = self.session.config
-        for delay in self.options.reconnect_delays:
+        for delay in self._resume_delays():
             try:
                 await asyncio.wait_for(stop.wait(), delay)
                 return
@@ -340,9 +305,21 @@ class Engine:
                 last = str(exc)
                 continue
             self._apply_changed_dns(before, self.session.config)
+            self._up_since = time.monotonic()
             self._set(State.CONNECTED, "reconnected")
             return
         raise SessionLost(f"{reason}; could not reconnect ({last})")
+
+    def _resume_delays(self) -> tuple[float, ...]:
+        """The pauses before each resume attempt. A gateway that accepts each resume and
+        drops the session again at once would otherwise be hammered every first delay, for
+        ever: after quick losses in a row the first pause doubles, up to MAX_FLAP_PAUSE."""
+        delays = self.options.reconnect_delays
+        quick = self._up_since is not None and time.monotonic() - self._up_since < STABLE_AFTER
+        self._quick_losses = self._quick_losses + 1 if quick else 0
+        if not delays or not self._quick_losses:
+            return delays
+        return (min(delays[0] * 2 ** self._quick_losses, MAX_FLAP_PAUSE), *delays[1:])
 
     def _apply_changed_dns(self, before: ClientConfig, now: ClientConfig) -> None:
         """Put the DNS the gateway pushed on resume in place, if it differs (the address

@@ -132,10 +132,15 @@ class Proxy:
         """Drop every byte of the connections open now, in both directions."""
         self._silenced.update(self._writers)
 
-    def close(self) -> None:
-        self._server.close()
+    def drop(self) -> None:
+        """Close the connections open now (the gateway dropped them); new ones get through."""
         for writer in self._writers:
             writer.close()
+        self._writers.clear()
+
+    def close(self) -> None:
+        self._server.close()
+        self.drop()
 
 
 def open_and_closed_ports() -> tuple[socket.socket, int, int]:

@@ -125,3 +125,23 @@ def test_a_gateway_busy_on_resume_is_tried_again(tmp_path, monkeypatch):
         assert answers == [503, 200] and rig.engine.state is State.CONNECTED
         await rig.close()
     run(main())
+
+
+def test_a_gateway_that_keeps_dropping_resumed_sessions_is_not_hammered(tmp_path):
+    """Each resume succeeds and the session is dropped again at once: the pause before the
+    next resume doubles each time (it stays the first delay while sessions last)."""
+    async def main():
+        rig = Rig(tmp_path, proxy=True, reconnect_delays=(0.05, 0.1))
+        await rig.start()
+        await rig.connected()
+        gaps = []
+        for resumed in range(1, 5):
+            dropped = asyncio.get_running_loop().time()
+            rig.proxy.drop()
+            await _until(lambda: rig.states.count((State.CONNECTED, "reconnected")) == resumed)
+            gaps.append(asyncio.get_running_loop().time() - dropped)
+        # Pauses of 0.1, 0.2, 0.4 and 0.8 s (the first delay doubled per quick loss); without
+        # the doubling each gap is the 0.05 s delay plus the resume itself.
+        assert all(gap >= 0.1 * 2 ** i for i, gap in enumerate(gaps)), gaps
+        await rig.close()
+    run(main())
