@@ -300,7 +300,9 @@ class Engine:
             try:
                 attempt.result()
             except (LoginFailed, SessionLost, TrustError) as exc:
-                raise SessionLost(f"{reason}; could not resume: {exc}") from None
+                lost = SessionLost(f"{reason}; could not resume: {exc}")
+                lost.kind = exc.kind      # the cause names the failure: an untrusted certificate…
+                raise lost from None
             except ClientError as exc:
                 last = str(exc)
                 continue

@@ -113,6 +113,9 @@ class Proxy:
         self._silenced: set[asyncio.StreamWriter] = set()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
+        self.target = (host, port)
+        """Where new connections go (``retarget`` changes it)."""
+
         async def relay(reader, writer):
             while data := await reader.read(65536):
                 if writer not in self._silenced:
@@ -121,7 +124,7 @@ class Proxy:
                 writer.close()
 
         async def accepted(reader, writer):
-            up_reader, up_writer = await asyncio.open_connection(host, port)
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
             self._writers += [writer, up_writer]
             await asyncio.gather(relay(reader, up_writer), relay(up_reader, writer),
                                  return_exceptions=True)

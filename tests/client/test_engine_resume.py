@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from client.errors import SessionLost
 from client.states import State
 from tests.client.engine_rig import Rig, run
 
@@ -144,4 +147,26 @@ def test_a_gateway_that_keeps_dropping_resumed_sessions_is_not_hammered(tmp_path
         # the doubling each gap is the 0.05 s delay plus the resume itself.
         assert all(gap >= 0.1 * 2 ** i for i, gap in enumerate(gaps)), gaps
         await rig.close()
+    run(main())
+
+
+def test_a_different_certificate_on_resume_fails_as_an_untrusted_certificate(tmp_path):
+    """The session is resumed only with the gateway the user trusted: another certificate
+    ends it, restores the host, and the failure's kind says why (not just "session lost")."""
+    async def main():
+        rig, impostor = Rig(tmp_path / "real", proxy=True), Rig(tmp_path / "impostor")
+        await rig.start()
+        await rig.connected()
+        (host, port), *_ = await impostor.gateway.start()
+        try:
+            rig.proxy.target = (host, port)
+            rig.proxy.drop()
+            with pytest.raises(SessionLost, match="could not resume"):
+                await asyncio.wait_for(rig.task, 10)
+        finally:
+            impostor.gateway.close()
+            rig.gateway.close()
+            rig.proxy.close()
+        assert rig.engine.failure.kind == "untrusted_certificate"
+        assert rig.routes.state is None and rig.dns.state is None
     run(main())
