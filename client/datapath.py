@@ -39,6 +39,9 @@ from client.wire.link import Link
 
 log = logging.getLogger(__name__)
 
+#: Seconds ``reset_connections`` lets the loop run so the resets reach the apps.
+RESET_GRACE = 0.05
+
 
 @dataclasses.dataclass(frozen=True)
 class Stats:
@@ -108,6 +111,16 @@ class Datapath:
                      flows_draining=self._tcp.draining_flows,
                      fast_path=self._fast_path is not None, flows_offloaded=tcp.flows_offloaded,
                      packets_offloaded=kernel_packets, packets_reflected=tcp.reflected)
+
+    async def reset_connections(self) -> None:
+        """Reset the apps' TCP connections while the TUN still carries the resets.
+
+        Our sockets' RSTs leave a loop turn after they are aborted, then go back to
+        the apps through the fast path or the TUN reader; once the TUN is gone they
+        would be lost, and an app would wait on a dead connection for ever.
+        """
+        self._tcp.close()
+        await asyncio.sleep(RESET_GRACE)
 
     def close(self) -> None:
         """Stop reading the TUN and close every path; the TUN itself stays open."""

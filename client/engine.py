@@ -137,6 +137,7 @@ class Engine:
                 self._up_since = time.monotonic()
                 await self._stay_connected(stop)
         except ClientError as exc:
+            await self._reset_connections()
             self._teardown()
             self.failure = exc
             self._set(State.FAILED, str(exc))
@@ -147,6 +148,7 @@ class Engine:
             raise
         self._set(State.DISCONNECTING)
         try:
+            await self._reset_connections()
             if self.session is not None:
                 await self.session.logout()
         except BaseException:
@@ -335,6 +337,14 @@ class Engine:
                                                search=now.dns_search))
         except (OSError, ValueError) as exc:
             raise HostSetupError(f"cannot configure the DNS pushed on resume: {exc}") from None
+
+    async def _reset_connections(self) -> None:
+        """Tell the apps their connections are over, while the TUN still carries that."""
+        if self._datapath is not None:
+            try:
+                await self._datapath.reset_connections()
+            except Exception as exc:  # the teardown that follows must happen all the same
+                log.warning("resetting the open connections failed: %s", exc)
 
     def _teardown(self) -> None:
         """Undo everything; never raises (failures are logged)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -342,3 +343,33 @@ def test_foreground_client_reads_the_one_time_code_after_the_password(lab, site)
     finally:
         assert client.stop() == 0, client.output()
     assert host_snapshot(lab) == before
+
+
+IDLE_APP = textwrap.dedent("""
+    import errno, socket, sys
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+    print("connected", flush=True)
+    sys.stdin.readline()                # the tunnel goes down meanwhile
+    s.settimeout(5)
+    try:
+        print("read", s.recv(100))
+    except OSError as exc:
+        print(errno.errorcode.get(exc.errno, str(exc)))
+""")
+
+
+def test_a_disconnect_resets_the_apps_open_connections(lab, site, tcp_path):
+    """An app with an idle connection open learns at once that it is gone when the user
+    disconnects (an RST), on either path: it must not wait for ever on a dead connection."""
+    tunnel, _ = site
+    client = tunnel.connect(env=tcp_path)
+    app = lab.popen_python(lab.client, IDLE_APP, str(topo.INTRANET_HOST), "80",
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline().strip() == "connected"
+    finally:
+        client.stop()
+    app.stdin.write("\n")
+    app.stdin.flush()
+    assert app.stdout.readline().strip() == "ECONNRESET"
+    app.wait(10)
