@@ -40,7 +40,7 @@ class ServerConfig:
     """Concurrent tunnel streams one session may hold open."""
     max_sessions_per_user: int = 8
     """Concurrent sessions one user may hold."""
-    max_connections_per_source: int = 64
+    max_connections_per_source: int = 256
     """Concurrent client connections one source address (an IPv6 /64) may hold open."""
     connect_timeout: float = 5.0
     """Seconds to wait for the gateway's own connection to a target."""

@@ -114,7 +114,7 @@ def test_minimal_config_uses_defaults(tmp_path):
     assert config.dns.servers == () and config.dns.search == ()
     assert config.users == () and config.server.audit_log is None
     assert config.server.login_window == 300.0
-    assert config.server.max_connections_per_source == 64
+    assert config.server.max_connections_per_source == 256
 
 
 def test_ipv6_listen_address(tmp_path):
