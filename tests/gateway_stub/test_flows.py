@@ -10,6 +10,13 @@ from tests.gateway_stub.rig import Bench, Flow, connect, echo_server, run, udp_h
 from tests.support import UdpEcho
 
 
+async def _reset_and_audited(bench, flow, reason: str, *, within: float) -> None:
+    """The flow is reset (not ended) by the gateway, whose audit line gives ``reason``."""
+    assert await asyncio.wait_for(flow.ended, within) is False
+    await asyncio.sleep(0.1)
+    assert any(r["reason"] == reason for r in bench.audit())
+
+
 def test_idle_flow_is_ended_by_the_gateway(tmp_path):
     """A flow with no traffic for idle_timeout is reset by the gateway and audited as such."""
     async def main():
@@ -18,9 +25,7 @@ def test_idle_flow_is_ended_by_the_gateway(tmp_path):
             session = await bench.login()
             flow = await connect(session, f"127.0.0.1:{port}")
             assert flow.status.result() == 200
-            assert await asyncio.wait_for(flow.ended, 10) is False      # reset, not ended
-            await asyncio.sleep(0.1)
-            assert any(r["reason"] == "idle timeout" for r in bench.audit())
+            await _reset_and_audited(bench, flow, "idle timeout", within=10)
             await session.logout()
         server.close()
     run(main())
@@ -36,9 +41,7 @@ def test_flows_of_a_session_that_ended_are_ended(tmp_path):
             flow = await connect(first, f"127.0.0.1:{port}")
             assert flow.status.result() == 200
             second = await bench.login()                                # evicts the first
-            assert await asyncio.wait_for(flow.ended, 5) is False       # reset, within 2 s
-            await asyncio.sleep(0.1)
-            assert any(r["reason"] == "session ended" for r in bench.audit())
+            await _reset_and_audited(bench, flow, "session ended", within=5)   # within 2 s
             await second.logout()
         server.close()
     run(main())

@@ -49,13 +49,19 @@ def test_editor_validates_through_profile_rules(qtbot):
     assert (profile.name, profile.pin, profile.ca) == ("home", PIN, None)
 
 
-def test_editor_ca_file_and_pin_are_exclusive(qtbot):
-    """Choosing the CA file disables the pin field and the profile carries only the CA."""
+def _filled_editor(qtbot) -> ProfileEditor:
+    """A new-profile editor with name, gateway and user filled in."""
     editor = ProfileEditor()
     qtbot.addWidget(editor)
     editor.name.setText("lab")
     editor.gateway.setText("https://10.0.0.1")
     editor.username.setText("root")
+    return editor
+
+
+def test_editor_ca_file_and_pin_are_exclusive(qtbot):
+    """Choosing the CA file disables the pin field and the profile carries only the CA."""
+    editor = _filled_editor(qtbot)
     editor.pin.setText(PIN)
     editor.trust_ca.setChecked(True)
     assert not editor.pin.isEnabled() and editor.ca.isEnabled()
@@ -148,11 +154,7 @@ def test_removing_a_profile_does_not_wait_for_the_keyring(qtbot, profiles, passw
 
 def test_editor_refuses_a_ca_file_that_is_not_there(qtbot, tmp_path):
     """A CA file path that names no file keeps OK disabled and says so; an existing file is fine."""
-    editor = ProfileEditor()
-    qtbot.addWidget(editor)
-    editor.name.setText("lab")
-    editor.gateway.setText("https://10.0.0.1")
-    editor.username.setText("root")
+    editor = _filled_editor(qtbot)
     editor.trust_ca.setChecked(True)
     editor.ca.setText(str(tmp_path / "missing.pem"))
     assert not editor.ok_button.isEnabled()
