@@ -10,7 +10,10 @@ prohibited" back (other refusals: network or host unreachable), so ping
 reports an error instead of hanging. Every other ICMP type is dropped
 (counted by ``IcmpEcho``), and so is a reply that does not come from the
 stream's target. While the gateway does not take what a stream queues,
-further requests are dropped (as a congested network would).
+further requests are dropped (as a congested network would). A stream that
+ends or is reset (a 2xx that ended it, a refusal above a GOAWAY's last stream
+id) is forgotten, and the next request opens a new one on the session's link of
+then; each stream talks to the link it was opened on.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class _EchoStream:
 
     def __init__(self, path: "IcmpPath", target: ipaddress.IPv4Address) -> None:
         self.path = path
+        self.link = path.session.link
         self.target = target
         self.stream_id = 0
         self.client = target
@@ -51,7 +55,7 @@ class _EchoStream:
             self.path._refused(self, status, headers.get("proxy-status", ""))
 
     def on_data(self, data: bytes, flow_length: int) -> None:
-        self.path.session.link.consumed(self.stream_id, flow_length)
+        self.link.consumed(self.stream_id, flow_length)
         try:
             capsules = self.parser.feed(data)
         except CapsuleError:
@@ -73,7 +77,7 @@ class _EchoStream:
             self.path._tun_write(header + bytes(message))
 
     def on_end(self) -> None:
-        self.path.session.link.end(self.stream_id)     # close our half too (see UdpPath)
+        self.link.end(self.stream_id)     # close our half too (see UdpPath)
         self.path._forget(self, reset=False)
 
     def on_reset(self, error_code: int) -> None:
@@ -97,15 +101,17 @@ class IcmpPath:
     def on_packet(self, packet: bytes, now: float) -> None:
         """One ICMP packet read from the TUN."""
         request = self.echo.from_tun(packet, now)
-        link = self.session.link
-        if request is None or not link.is_open:
+        if request is None:
             return
         stream = self._streams.get(request.target)
         if stream is None:
             stream = _EchoStream(self, request.target)
-            stream.stream_id = link.open(self.session.extended_connect_headers(
+            if not stream.link.can_open:
+                return                            # reconnecting, or the gateway going away
+            stream.stream_id = stream.link.open(self.session.extended_connect_headers(
                 "connect-ip", f"/.well-known/masque/ip/{request.target}/1/"), stream)
             self._streams[request.target] = stream
+        link = stream.link
         stream.client = request.client
         stream.last_request = request.packet
         stream.last_used = now
@@ -126,9 +132,9 @@ class IcmpPath:
         if self._streams.get(stream.target) is stream:
             del self._streams[stream.target]
         if reset:
-            self.session.link.reset(stream.stream_id)
+            stream.link.reset(stream.stream_id)
         else:
-            self.session.link.unregister(stream.stream_id)
+            stream.link.unregister(stream.stream_id)
 
     def expire(self, now: float) -> None:
         """Close the streams of targets nobody pinged lately."""
@@ -139,4 +145,4 @@ class IcmpPath:
     def close(self) -> None:
         """Reset every stream."""
         for stream in list(self._streams.values()):
-            self._forget(stream, reset=self.session.link.is_open)
+            self._forget(stream, reset=stream.link.is_open)

@@ -10,6 +10,15 @@ port name the flow (its NAT slot), and a ``StreamPipe`` moves bytes between
 that socket and the stream. There are several listeners only to multiply the
 local four-tuples (see ``Reflector``); they are interchangeable.
 
+A 2xx that ends the stream at once (a gateway whose target closed right away)
+is an accepted flow whose server side is over: the SYN is released as for any
+2xx, and the pipe hands the app its FIN as soon as the connection arrives.
+A stream the gateway refused unprocessed (REFUSED_STREAM, as for requests
+above a GOAWAY's last stream id) before answering is dropped without a word to
+the app: its SYN retransmission comes back as a new flow, on whatever link the
+session has then, and is refused there only if that link takes no streams.
+Every flow talks to the link it was opened on, not the session's current one.
+
 With the in-kernel fast path (the reflector's ``FlowOffload``), an accepted
 flow's packets no longer come through here at all, so nothing idles it out:
 its end is the pipe's end (``release``). A flow whose SYN was released but
@@ -43,6 +52,8 @@ ANSWER_TIMEOUT = 20.0
 ATTACH_TIMEOUT = 150.0
 #: How long a draining flow (below) may go without delivering a byte before it is reset.
 DRAIN_STALL = 300.0
+#: RST_STREAM code of a stream the peer did not process (RFC 9113 8.7): safe to retry.
+REFUSED_STREAM = 0x7
 
 
 #: TCP states (include/net/tcp_states.h) in which our FIN has been acknowledged:
@@ -134,7 +145,8 @@ class _Flow(StreamPipe):
     def on_reset(self, error_code: int) -> None:
         if not self.answered:
             self.answered = True
-            self.path._refuse(self, Refusal.HOST_UNREACHABLE)
+            self.path._refuse(self, Refusal.HOST_UNREACHABLE,
+                              tell_app=error_code != REFUSED_STREAM)
             return
         super().on_reset(error_code)
 
@@ -246,9 +258,11 @@ class TcpPath:
 
     def _open(self, event: FlowRequested) -> None:
         flow = _Flow(self, event.nat_port)
-        link = self.session.link
-        if not link.is_open:
-            self._refuse(flow, Refusal.HOST_UNREACHABLE)
+        link = flow.link
+        if not link.can_open:
+            # Reconnecting: the app hears of it. Going away (still open): the engine is
+            # moving the session to a new link, where the app's next SYN will land.
+            self._refuse(flow, Refusal.HOST_UNREACHABLE, tell_app=not link.is_open)
             return
         stream_id = link.open(self.session.connect_headers(str(event.target)), flow)
         flow.stream_id = stream_id
@@ -258,7 +272,7 @@ class TcpPath:
     def _answer_timeout(self, flow: _Flow) -> None:
         if not flow.answered:
             flow.answered = True
-            self.session.link.reset(flow.stream_id)
+            flow.link.reset(flow.stream_id)
             self._refuse(flow, Refusal.HOST_UNREACHABLE)
 
     def _answered(self, flow: _Flow, status: int, proxy_status: str) -> None:
@@ -279,13 +293,17 @@ class TcpPath:
             log.info("flow %d never reached the listener; aborted", flow.nat_port)
             flow.abort()
 
-    def _refuse(self, flow: _Flow, refusal: Refusal) -> None:
+    def _refuse(self, flow: _Flow, refusal: Refusal, *, tell_app: bool = True) -> None:
+        """Forget a flow the gateway did not take; unless ``tell_app`` is False (the app's
+        SYN retransmission is to retry it), the app gets ``refusal``."""
         flow.disarm()
-        self.flows_refused += 1
         self._flows.pop(flow.nat_port, None)
         if flow.stream_id is not None:
-            self.session.link.unregister(flow.stream_id)
+            flow.link.unregister(flow.stream_id)
         packet = self.reflector.refuse_flow(flow.nat_port, refusal)
+        if not tell_app:
+            return
+        self.flows_refused += 1
         if packet is not None:
             self._tun_write(packet)
 

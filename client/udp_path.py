@@ -8,7 +8,11 @@ IPv4/UDP packets from the server, written to the TUN. A refusal becomes the
 ICMP error the app would have got from the server: administratively
 prohibited for a denial, network or host unreachable for the gateway's other
 refusals (read as for TCP, ``tcp_path.refusal_for``), port unreachable when
-the gateway relays one.
+the gateway relays one. A stream the gateway ends with its 2xx closes its flow
+at once. A stream it refused unprocessed (REFUSED_STREAM, as above a GOAWAY's
+last stream id) closes its flow without a word: the datagram is lost, and the
+app's next one opens a stream on the session's link of then. Each stream
+talks to the link it was opened on, not the session's current one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Capsule bytes queued on a stream past which new datagrams are dropped.
 BACKLOG = 1024 * 1024
+#: RST_STREAM code of a stream the peer did not process (RFC 9113 8.7): safe to retry.
+REFUSED_STREAM = 0x7
 #: The ICMP destination unreachable code for each kind of refusal.
 _CODES = {Refusal.PROHIBITED: 13, Refusal.NET_UNREACHABLE: 0, Refusal.HOST_UNREACHABLE: 1,
           Refusal.REFUSED: 3}
@@ -38,6 +44,7 @@ class _UdpStream:
 
     def __init__(self, path: "UdpPath", flow_id: int) -> None:
         self.path = path
+        self.link = path.session.link
         self.flow_id = flow_id
         self.stream_id = 0
         self.answered = False
@@ -49,7 +56,7 @@ class _UdpStream:
             self.path._refused(self, status, headers.get("proxy-status", ""))
 
     def on_data(self, data: bytes, flow_length: int) -> None:
-        self.path.session.link.consumed(self.stream_id, flow_length)
+        self.link.consumed(self.stream_id, flow_length)
         try:
             capsules = self.parser.feed(data)
         except CapsuleError as exc:
@@ -70,11 +77,11 @@ class _UdpStream:
     def on_end(self) -> None:
         # The gateway closed the tunnel: close our half too, or the stream would hold one
         # of the session's stream slots (MAX_CONCURRENT_STREAMS) until the connection ends.
-        self.path.session.link.end(self.stream_id)
+        self.link.end(self.stream_id)
         self.path._close(self, reset=False)
 
     def on_reset(self, error_code: int) -> None:
-        if not self.answered:
+        if not self.answered and error_code != REFUSED_STREAM:
             self.answered = True
             self.path._refused(self, 502)
         else:
@@ -93,7 +100,7 @@ class UdpPath:
         self.flows = flows
         self._tun_write = tun_write
         self._streams: dict[int, _UdpStream] = {}
-        self._batch: dict[int, list[bytes]] = {}     # stream id -> capsules read this batch
+        self._batch: dict[_UdpStream, list[bytes]] = {}     # capsules read this batch
         self.dropped = 0
 
     @property
@@ -106,41 +113,41 @@ class UdpPath:
         event = self.flows.from_tun(packet, now)
         if event is None:
             return
-        link = self.session.link
         if isinstance(event, UdpFlowOpened):
-            if not link.is_open:
-                # Reconnecting: this datagram is lost, as on a network that is down. The
-                # flow must go with it: kept without a stream, it would swallow every later
-                # datagram of the app's (each one keeps it from idling out) after the resume.
+            stream = _UdpStream(self, event.flow_id)
+            link = stream.link
+            if not link.can_open:
+                # Reconnecting (or the gateway going away): this datagram is lost, as on a
+                # network that is down. The flow must go with it: kept without a stream, it
+                # would swallow every later datagram of the app's (each one keeps it from
+                # idling out) after the resume.
                 self.flows.close(event.flow_id)
                 return
-            stream = _UdpStream(self, event.flow_id)
             target = event.key.target
             stream.stream_id = link.open(
                 self.session.extended_connect_headers(
                     "connect-udp", f"/.well-known/masque/udp/{target.address}/{target.port}/"),
                 stream)
             self._streams[event.flow_id] = stream
-            self._batch[stream.stream_id] = [encode_datagram(event.first_payload)]
+            self._batch[stream] = [encode_datagram(event.first_payload)]
         elif isinstance(event, UdpDatagram):
             stream = self._streams.get(event.flow_id)
-            if stream is None or not link.is_open:
+            if stream is None or not stream.link.is_open:
                 return
-            if link.buffered(stream.stream_id) > BACKLOG:
+            if stream.link.buffered(stream.stream_id) > BACKLOG:
                 self.dropped += 1
                 return
-            self._batch.setdefault(stream.stream_id, []).append(encode_datagram(event.payload))
+            self._batch.setdefault(stream, []).append(encode_datagram(event.payload))
 
     def after_batch(self) -> None:
         """Send the datagrams of the last batch of packets, one DATA frame per flow."""
         if not self._batch:
             return
         batch, self._batch = self._batch, {}
-        link = self.session.link
-        if not link.is_open:
-            return
-        for stream_id, capsules in batch.items():
-            link.send(stream_id, capsules[0] if len(capsules) == 1 else b"".join(capsules))
+        for stream, capsules in batch.items():
+            if stream.link.is_open:
+                stream.link.send(stream.stream_id,
+                                 capsules[0] if len(capsules) == 1 else b"".join(capsules))
 
     def _to_app(self, stream: _UdpStream, payload: bytes) -> None:
         packet = self.flows.to_app(stream.flow_id, payload, now=time.monotonic())
@@ -154,7 +161,7 @@ class UdpPath:
 
     def _refused(self, stream: _UdpStream, status: int, proxy_status: str = "") -> None:
         self._streams.pop(stream.flow_id, None)
-        self.session.link.unregister(stream.stream_id)
+        stream.link.unregister(stream.stream_id)
         packet = self.flows.refused(stream.flow_id, _CODES[refusal_for(status, proxy_status)])
         if packet is not None:
             self._tun_write(packet)
@@ -163,9 +170,9 @@ class UdpPath:
         if self._streams.pop(stream.flow_id, None) is None:
             return
         if reset:
-            self.session.link.reset(stream.stream_id)
+            stream.link.reset(stream.stream_id)
         else:
-            self.session.link.unregister(stream.stream_id)
+            stream.link.unregister(stream.stream_id)
         self.flows.close(stream.flow_id)
 
     def expire(self, now: float) -> None:
@@ -173,11 +180,11 @@ class UdpPath:
         for flow_id in self.flows.expire(now):
             stream = self._streams.pop(flow_id, None)
             if stream is not None:
-                self.session.link.reset(stream.stream_id)
+                stream.link.reset(stream.stream_id)
 
     def close(self) -> None:
         """Reset every stream."""
         for stream in list(self._streams.values()):
-            if self.session.link.is_open:
-                self.session.link.reset(stream.stream_id)
+            if stream.link.is_open:
+                stream.link.reset(stream.stream_id)
         self._streams.clear()

@@ -18,6 +18,9 @@ are kept only while in flight, so they need no cap of their own.
 ``ConnectionCount`` caps the client connections one source holds open at once
 (counted from accept to close, an IPv6 source as its /64, like the throttle's
 sources), and paces the reports of the connections it refuses.
+
+``PRE_LOGIN_HEADER_BYTES`` bounds the header blocks of a connection until it
+has logged in (``header_limit``).
 """
 
 from __future__ import annotations
@@ -155,6 +158,21 @@ class LoginThrottle:
     def tracked(self) -> int:
         """Number of user and source keys currently remembered."""
         return len(self._users.entries) + len(self._sources.entries)
+
+
+#: Largest header list (RFC 7541 size) a connection may send before it has logged in: before
+#: a login on it succeeded or a request on it carried a valid session token. A login, a
+#: one-time code or a resume needs a few hundred bytes, while decoding costs CPU (HPACK
+#: Huffman: about 4 ms for a hostile 16 KiB block) that nobody has proven a right to; a
+#: larger block ends the connection with ENHANCE_YOUR_CALM, mostly on its encoded size alone,
+#: before any decoding.
+PRE_LOGIN_HEADER_BYTES = 4096
+
+
+def header_limit(max_header_bytes: int, *, logged_in: bool) -> int:
+    """The largest header list a connection is allowed: ``max_header_bytes`` once it has
+    logged in, never more than ``PRE_LOGIN_HEADER_BYTES`` before."""
+    return max_header_bytes if logged_in else min(PRE_LOGIN_HEADER_BYTES, max_header_bytes)
 
 
 class ConnectionSlot:

@@ -9,6 +9,12 @@ denied target gets an error status with an RFC 9209 ``proxy-status``. Every
 flow is written to the audit log when it ends. A client that stops reading
 is held back (``backpressure``). Connections come from ``listener``, which
 holds each source to ``max_connections_per_source``.
+
+Until a connection has logged in (a login on it succeeded, or a request on it
+carried a valid token) its header blocks are held to ``PRE_LOGIN_HEADER_BYTES``;
+then ``max_header_bytes`` applies. On shutdown every connection gets GOAWAY
+(NO_ERROR, the last stream it opened): clients open no more streams here, the
+open ones may finish for ``SHUTDOWN_GRACE`` seconds, then what is left is closed.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from gateway_stub.backpressure import OutputHold
 from gateway_stub.config import GatewayConfig
 from gateway_stub.errors import ConfigError
 from gateway_stub.icmp_relay import EchoRelay, EchoSocket
-from gateway_stub.limits import ConnectionCount, ConnectionSlot
+from gateway_stub.limits import ConnectionCount, ConnectionSlot, header_limit
 from gateway_stub.listener import Listener
 from gateway_stub.stream_handlers import Body, Connecting
 from gateway_stub.targets import connect_failure, proxy_status_header
@@ -41,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: Login requests whose body may be arriving at once on one connection (a client sends one).
 MAX_LOGIN_BODIES = 8
+#: Seconds the open streams of a gateway shutting down may take to finish.
+SHUTDOWN_GRACE = 5.0
 
 class GatewayConnection(Link):
     """One client's TLS connection, holding ``slot`` in its source's count until it is gone."""
@@ -51,7 +59,8 @@ class GatewayConnection(Link):
         limits = gateway.config.server
         super().__init__(m.Mux(client_side=False,
                                max_concurrent_streams=limits.max_streams_per_session,
-                               max_header_list_size=limits.max_header_bytes),
+                               max_header_list_size=header_limit(limits.max_header_bytes,
+                                                                 logged_in=False)),
                          on_request=self._on_request)
         self.peer = "?"
         self.last_rx = time.monotonic()
@@ -72,6 +81,7 @@ class GatewayConnection(Link):
             return
         self._hold = OutputHold(transport)
         super().connection_made(transport)
+        self.gateway.connections_open.add(self)
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
 
     def pause_writing(self) -> None:
@@ -88,6 +98,7 @@ class GatewayConnection(Link):
         if self._watchdog is not None:
             self._watchdog.cancel()
         self._slot.release()
+        self.gateway.connections_open.discard(self)
         super().connection_lost(exc)
 
     async def _watch(self) -> None:
@@ -112,6 +123,14 @@ class GatewayConnection(Link):
 
     def _body_left(self) -> None:
         self._bodies -= 1
+
+    def _logged_in(self, session: Session) -> None:
+        """A request on this connection proved ``session``: keep it fresh while the
+        connection lives, and accept header blocks up to ``max_header_bytes`` from now on."""
+        if session not in self.sessions:
+            self.sessions.add(session)
+            self.mux.limit_header_lists(header_limit(self.gateway.config.server.max_header_bytes,
+                                                     logged_in=True))
 
     # -- requests -------------------------------------------------------------
     def _on_request(self, ev: m.RequestReceived) -> None:
@@ -144,7 +163,7 @@ class GatewayConnection(Link):
         elif method == "GET" and path == "/api/v1/config":
             session = api.session_for(h, now)
             if session is not None:
-                self.sessions.add(session)
+                self._logged_in(session)
             if session is None:
                 self._answer(ev.stream_id, ApiResponse(401, {"error": "not logged in"}))
             else:
@@ -175,6 +194,7 @@ class GatewayConnection(Link):
             if session is None:
                 log.warning("one-time code from %s refused (%d)", self.peer, response.status)
             else:
+                self._logged_in(session)
                 log.info("session %s: %s logged in with a one-time code from %s (address %s)",
                          session.id, session.user.name, self.peer, session.address)
             self._answer(stream_id, response)
@@ -194,6 +214,7 @@ class GatewayConnection(Link):
         if session is None:
             log.warning("login for %r from %s failed (%d)", username[:64], self.peer, response.status)
         else:
+            self._logged_in(session)
             log.info("session %s: %s logged in from %s (address %s)", session.id,
                      username, self.peer, session.address)
         self._answer(stream_id, response)
@@ -213,7 +234,7 @@ class GatewayConnection(Link):
         """Answer and audit a denied request; True when it may go ahead."""
         if decision.allowed:
             if decision.session is not None:
-                self.sessions.add(decision.session)
+                self._logged_in(decision.session)
             return True
         self._audit(decision.session, protocol, target, "deny", decision.reason, 0, 0, 0.0)
         self.respond(stream_id, decision.status,
@@ -314,6 +335,8 @@ class Gateway:
                               file=str(config.source), key="server.audit_log") from None
         self.connections = ConnectionCount(config.server.max_connections_per_source)
         """Open client connections per source; its counts are the gateway's statistics."""
+        self.connections_open: set[GatewayConnection] = set()
+        """The client connections whose HTTP/2 session is up, until they are lost."""
         self._listener: Listener | None = None
         self._echo: EchoSocket | None = None
 
@@ -358,13 +381,34 @@ class Gateway:
             self._echo.close()
             self._echo = None
 
+    def go_away(self, reason: str) -> list:
+        """Send every open connection GOAWAY (NO_ERROR): its client opens its next streams
+        on a new connection while the ones it has finish here. Returns those connections."""
+        connections = list(self.connections_open)
+        for connection in connections:
+            connection.go_away(reason)
+        return connections
+
+    async def shut_down(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop accepting; send every connection GOAWAY (NO_ERROR, the last stream it opened)
+        so its client opens no more streams here and knows which ones were taken; each
+        connection closes once its streams ended, and any left after ``grace`` seconds are
+        closed then."""
+        self.close()
+        connections = self.go_away("gateway shutting down")
+        if connections:
+            await asyncio.wait([c.closed for c in connections], timeout=grace)
+        for connection in connections:
+            connection.close("gateway shut down")
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set."""
+        """Serve until ``stop`` is set, then shut down gracefully."""
         for addr in await self.start():
             log.info("gateway listening on %s:%d", *addr)
         sweeper = asyncio.get_running_loop().create_task(self._sweep())
         try:
             await stop.wait()
+            await self.shut_down()
         finally:
             sweeper.cancel()
             self.close()

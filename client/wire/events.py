@@ -32,7 +32,7 @@ class ResponseReceived:
     headers: dict[str, str]
     """Response headers without ``:status``."""
     ended: bool
-    """True when the response has no body."""
+    """True when the response has no body (a ``StreamEnded`` follows)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,11 @@ class DataReceived:
 
 @dataclasses.dataclass(frozen=True)
 class StreamEnded:
-    """The peer half-closed a stream (END_STREAM, the TCP FIN of a flow)."""
+    """The peer half-closed a stream (END_STREAM, the TCP FIN of a flow).
+
+    Also follows a ``ResponseReceived`` whose HEADERS ended the stream (a 2xx
+    to a CONNECT whose target closed at once), so an owner needs no special case.
+    """
 
     stream_id: int
     """The stream."""
@@ -82,18 +86,36 @@ class PingAnswered:
 
 
 @dataclasses.dataclass(frozen=True)
+class GoawayReceived:
+    """The peer sent GOAWAY (RFC 9113 6.8): no new stream may be opened.
+
+    With NO_ERROR, our streams above ``last_stream_id`` were not processed and
+    are reported reset with REFUSED_STREAM right behind this event (safe to
+    retry elsewhere); the others go on until they end. With any other code a
+    ``ConnectionEnded`` follows: everything is over.
+    """
+
+    last_stream_id: int
+    """The highest stream id of ours the peer may have processed."""
+    error_code: int
+    """The HTTP/2 error code (0 for a graceful shutdown)."""
+    reason: str
+    """A human-readable reason, with the peer's debug text made printable."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ConnectionEnded:
-    """The peer sent GOAWAY or broke the protocol; the session is over."""
+    """The peer sent GOAWAY with an error, or broke the protocol; the session is over."""
 
     error_code: int
-    """The HTTP/2 error code (0 for a clean GOAWAY)."""
+    """The HTTP/2 error code."""
     reason: str
     """A human-readable reason."""
 
 
 Event = (
     RequestReceived | ResponseReceived | DataReceived | StreamEnded | StreamReset
-    | StreamWritable | PingAnswered | ConnectionEnded
+    | StreamWritable | PingAnswered | GoawayReceived | ConnectionEnded
 )
 
 

@@ -46,7 +46,7 @@ class FieldCodec:
     """HPACK state of one connection, both directions, with memos for repeated blocks."""
 
     __slots__ = ("_encoder", "_decoder", "_encoded", "_requests", "_responses", "_resize",
-                 "max_block")
+                 "max_list", "max_block")
 
     def __init__(self, max_header_list_size: int) -> None:
         self._encoder = hpack.Encoder()
@@ -56,9 +56,17 @@ class FieldCodec:
         self._responses: dict[bytes, tuple[int, dict[str, str]] | None] = {}
         #: (smallest, last) table size the peer allowed since our last block, not yet signalled
         self._resize: tuple[int, int] | None = None
+        self.max_list = self.max_block = 0
+        self.limit(max_header_list_size)
+
+    def limit(self, max_header_list_size: int) -> None:
+        """Bound the header lists decoded from now on (RFC 7541 size) and the encoded blocks
+        buffered; blocks already memoized decoded within an earlier bound."""
+        self.max_list = max_header_list_size
+        self._decoder.max_header_list_size = max_header_list_size
         #: Largest encoded block we buffer: an encoded field is never much
         #: longer than its RFC size (name + value + 32), so this bounds memory
-        #: before the decoder gets to count.
+        #: and refuses oversized blocks before the decoder spends CPU on them.
         self.max_block = max_header_list_size + 1024
 
     def set_peer_table_size(self, size: int) -> None:

@@ -13,9 +13,11 @@ the sending side live in the base class, ``streams.Streams``.
 
 Errors: a peer's violation of connection scope raises ``ProtocolViolation``
 inside the handlers; ``receive`` turns it into GOAWAY plus ``ConnectionEnded``
-and ignores all later input. A stream-scope violation resets only its
-stream (``_stream_fault``), and the owner hears ``StreamReset`` if it knew
-the stream. Frames on streams that are already closed are answered with
+and ignores all later input. A peer's GOAWAY with an error code does the
+same; a graceful one (NO_ERROR) refuses only our streams above its last
+stream id and lets the others run to their end (``Streams._refuse_above``).
+A stream-scope violation resets only its stream (``_stream_fault``), and the
+owner hears ``StreamReset`` if it knew the stream. Frames on streams that are already closed are answered with
 RST_STREAM STREAM_CLOSED, or dropped if we reset the stream ourselves.
 """
 
@@ -25,8 +27,8 @@ import logging
 
 from client.wire import frames as f
 from client.wire.errors import ProtocolViolation
-from client.wire.events import (ConnectionEnded, DataReceived, PingAnswered, RequestReceived,
-                                ResponseReceived, StreamEnded, StreamReset)
+from client.wire.events import (ConnectionEnded, DataReceived, GoawayReceived, PingAnswered,
+                                RequestReceived, ResponseReceived, StreamEnded, StreamReset)
 from client.wire.streams import MAX_FRAME, CONNECTION_WINDOW, STREAM_WINDOW, Stream, Streams
 
 log = logging.getLogger(__name__)
@@ -234,6 +236,8 @@ class Connection(Streams):
                 return
             stream.headers_in = True
             events.append(ResponseReceived(stream_id=sid, status=got[0], headers=got[1], ended=end))
+            if end:   # a complete answer is also the end of the peer's side, as on DATA
+                events.append(StreamEnded(stream_id=sid))
         elif not codec.trailers(block) or not end:
             self._stream_fault(sid, f.PROTOCOL_ERROR, events)
             return
@@ -364,13 +368,18 @@ class Connection(Streams):
             raise ProtocolViolation("GOAWAY on a stream")
         if len(payload) < 8:
             raise ProtocolViolation("GOAWAY too short", error_code=f.FRAME_SIZE_ERROR)
-        self._ended = True
+        last, code = f.u32(payload), f.error_code(payload, 4)
         reason = "gateway closed the session" if self._client else "client closed the session"
         debug = bytes(payload[8:])
         if debug:  # the peer's words go into one-line messages and logs: no control characters
             text = debug[:800].decode("utf-8", "replace")[:200]
             reason += ": " + "".join(c if c.isprintable() else "?" for c in text)
-        events.append(ConnectionEnded(error_code=f.error_code(payload, 4), reason=reason))
+        events.append(GoawayReceived(last_stream_id=last, error_code=code, reason=reason))
+        if code != f.NO_ERROR:
+            self._ended = True
+            events.append(ConnectionEnded(error_code=code, reason=reason))
+            return
+        self._refuse_above(last, events)
 
     # -- errors -----------------------------------------------------------------
     def _stream_fault(self, sid: int, code: int, events: list) -> None:

@@ -6,6 +6,11 @@ the ``StreamHandler`` registered for its stream (or, for new requests on the
 gateway side, to ``on_request``). Anything that produces output only marks the
 link dirty; one flush per event-loop iteration writes all pending frames at
 once, so many streams share one TLS write.
+
+Going away: a graceful GOAWAY, received (``going_away`` resolves) or sent
+(``go_away``), stops new streams -- ``open`` and ``request`` raise
+``LinkGoingAway`` -- while the open ones run to their end. Once no stream and
+no handler is left, the link closes itself, and ``closed`` resolves.
 """
 
 from __future__ import annotations
@@ -59,6 +64,10 @@ class LinkClosed(ConnectionError):
     """The TLS connection or the HTTP/2 session ended."""
 
 
+class LinkGoingAway(LinkClosed):
+    """GOAWAY was sent or received: the link takes no new stream (its open ones go on)."""
+
+
 class _Collector:
     """Collects one whole response with a bounded body."""
 
@@ -70,9 +79,7 @@ class _Collector:
         self._status, self._headers, self._body = 0, {}, bytearray()
 
     def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
-        self._status, self._headers = status, headers
-        if ended:
-            self.on_end()
+        self._status, self._headers = status, headers     # on_end follows if ended
 
     def on_data(self, data: bytes, flow_length: int) -> None:
         self._body += data
@@ -112,6 +119,11 @@ class Link(asyncio.Protocol):
         self._marks = 0
         self._loop = asyncio.get_event_loop()
         self.closed: asyncio.Future[str] = self._loop.create_future()
+        """Done, with the reason, once the session is over and the connection closed."""
+        self.going_away: asyncio.Future[m.GoawayReceived] = self._loop.create_future()
+        """Done once the peer sent GOAWAY (with its last stream id and error code); the
+        streams it processed may go on until ``closed``. Never done if none came."""
+        self._draining: str | None = None     # going away: close with this once all ended
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -147,10 +159,13 @@ class Link(asyncio.Protocol):
     def unregister(self, stream_id: int) -> None:
         """Stop delivering events for a stream."""
         self._handlers.pop(stream_id, None)
+        if self._draining is not None:
+            self._mark()              # it may have been the last: the flush looks
 
     def open(self, headers: list[tuple[str, str]], handler: StreamHandler, *, end: bool = False) -> int:
-        """Open a stream with a request and route its events to ``handler``."""
-        self._check_open()
+        """Open a stream with a request and route its events to ``handler``; raises
+        LinkClosed (LinkGoingAway after GOAWAY) when the link takes no new stream."""
+        self._check_can_open()
         stream_id = self.mux.request(headers, end=end)
         self._handlers[stream_id] = handler
         self._mark()
@@ -158,8 +173,8 @@ class Link(asyncio.Protocol):
 
     async def request(self, headers: list[tuple[str, str]], body: bytes = b"",
                       timeout: float = 15.0) -> Response:
-        """Make one API request and wait for the whole response."""
-        self._check_open()
+        """Make one API request and wait for the whole response (raises as ``open``)."""
+        self._check_can_open()
         stream_id = self.mux.request(headers, end=not body)
         collector = _Collector(self, stream_id)
         self._handlers[stream_id] = collector
@@ -234,11 +249,22 @@ class Link(asyncio.Protocol):
             self._pings.pop(payload, None)
         return self._loop.time() - start
 
+    def go_away(self, reason: str = "going away") -> None:
+        """Send GOAWAY (NO_ERROR, the last stream the peer opened): the peer opens no
+        more streams, ours go on, and the link closes with ``reason`` once they ended."""
+        if self.closed.done():
+            return
+        self.mux.close()
+        if self._draining is None:
+            self._draining = reason
+        self._mark()
+
     def close(self, reason: str = "closed") -> None:
         """Send GOAWAY and close the TLS connection."""
+        self._draining = None
         if self._transport is not None and not self._transport.is_closing():
             self.mux.close()
-            self._flush()
+            self._write_out()
             self._transport.close()
         self._finish(reason)
 
@@ -249,13 +275,25 @@ class Link(asyncio.Protocol):
 
     @property
     def is_open(self) -> bool:
-        """False once the session ended for any reason."""
+        """False once the session ended for any reason (its streams may still be
+        going while it goes away)."""
         return not self.closed.done()
+
+    @property
+    def can_open(self) -> bool:
+        """True while ``open`` takes new streams: open, and not going away."""
+        return self._draining is None and not self.closed.done()
 
     # -- internals --------------------------------------------------------------
     def _check_open(self) -> None:
         if self.closed.done():
             raise LinkClosed(self.closed.result())
+
+    def _check_can_open(self) -> None:
+        self._check_open()
+        if self._draining is not None:
+            raise LinkGoingAway(f"the connection is going away ({self._draining}): "
+                                "no new streams on it")
 
     def _dispatch(self, ev: m.Event) -> None:
         if isinstance(ev, m.DataReceived):
@@ -290,7 +328,13 @@ class Link(asyncio.Protocol):
             fut = self._pings.get(ev.payload)
             if fut is not None and not fut.done():
                 fut.set_result(None)
+        elif isinstance(ev, m.GoawayReceived):
+            if not self.going_away.done():
+                self.going_away.set_result(ev)
+            if ev.error_code == 0 and self._draining is None:
+                self._draining = ev.reason
         elif isinstance(ev, m.ConnectionEnded):
+            self._draining = None
             self._flush()
             if self._transport is not None:
                 self._transport.close()
@@ -310,6 +354,8 @@ class Link(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_scheduled = False
         self._write_out()
+        if self._draining is not None and not self._handlers and not self.mux.open_streams:
+            self.close(self._draining)
 
     def _write_out(self) -> None:
         data = self.mux.data_to_send()

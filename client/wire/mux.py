@@ -14,6 +14,9 @@ Received payload is credited back to the peer only when the adapter calls
 ``consumed()`` -- after it has handed the bytes on -- which is what makes
 per-stream flow control real in both directions.
 
+After the peer's graceful GOAWAY (``GoawayReceived``) the streams it
+processed go on; ``request`` raises, since the peer would not process a new one.
+
 A request beyond the peer's SETTINGS_MAX_CONCURRENT_STREAMS is not an error
 for the caller: it gets its stream id at once, and its HEADERS (with any
 payload queued behind them) go out, in order, as soon as earlier streams
@@ -24,15 +27,16 @@ from __future__ import annotations
 
 from client.wire import frames as f
 from client.wire.errors import UsageError
-from client.wire.events import (ConnectionEnded, DataReceived, Event, PingAnswered,  # noqa: F401
-                                RequestReceived, ResponseReceived, StreamEnded, StreamGone,
-                                StreamReset, StreamWritable)
+from client.wire.events import (ConnectionEnded, DataReceived, Event, GoawayReceived,  # noqa: F401
+                                PingAnswered, RequestReceived, ResponseReceived, StreamEnded,
+                                StreamGone, StreamReset, StreamWritable)
 from client.wire.h2conn import Connection
 from client.wire.streams import CONNECTION_WINDOW, LOW_WATER, MAX_FRAME, STREAM_WINDOW
 
 __all__ = [
     "Mux", "Event", "RequestReceived", "ResponseReceived", "DataReceived", "StreamEnded",
-    "StreamReset", "StreamWritable", "PingAnswered", "ConnectionEnded", "StreamGone",
+    "StreamReset", "StreamWritable", "PingAnswered", "GoawayReceived", "ConnectionEnded",
+    "StreamGone",
     "STREAM_WINDOW", "CONNECTION_WINDOW", "MAX_FRAME", "LOW_WATER",
 ]
 
@@ -60,6 +64,8 @@ class Mux(Connection):
         """Open a stream with a request; returns its id (client side)."""
         if not self._client:
             raise UsageError("only the client side opens streams")
+        if self._goaway_last is not None:
+            raise UsageError("the peer sent GOAWAY: open new streams on a new session")
         sid = self._next_sid
         if sid > f.MAX_WINDOW:
             raise UsageError("stream ids exhausted: open a new session")
@@ -162,6 +168,21 @@ class Mux(Connection):
         if not self._goaway_sent:
             self._goaway_sent = True
             self._out.append(f.goaway(self._last_peer_stream(), error_code))
+
+    def limit_header_lists(self, size: int) -> None:
+        """Accept header lists of at most ``size`` bytes from now on, and tell the peer
+        (SETTINGS_MAX_HEADER_LIST_SIZE). A larger block ends the session with
+        ENHANCE_YOUR_CALM, refused on its encoded size before any decoding where it can be."""
+        if size != self._codec.max_list:
+            self._codec.limit(size)
+            if not self._ended:
+                self._out.append(f.settings({f.MAX_HEADER_LIST_SIZE: size}))
+
+    @property
+    def goaway_last_stream_id(self) -> int | None:
+        """The last stream id of the peer's graceful GOAWAY (the lowest if several), or
+        None while it sent none; once set, ``request`` raises."""
+        return self._goaway_last
 
     @property
     def open_streams(self) -> int:

@@ -19,7 +19,8 @@ them as it can serve. Inbound, we advertise
 hand credit back (``consumed``) in batches of a quarter window, so a short
 stream costs no WINDOW_UPDATE at all. Requests beyond the peer's
 MAX_CONCURRENT_STREAMS wait in ``_pending`` and are opened in order as
-earlier streams close.
+earlier streams close. After a graceful GOAWAY nothing opens any more: the
+waiting requests and our streams above its last stream id are refused.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import collections
 
 from client.wire import fields
 from client.wire import frames as f
-from client.wire.events import StreamWritable
+from client.wire.events import StreamReset, StreamWritable
 
 #: Per-stream receive window we advertise (bytes in flight per stream).
 STREAM_WINDOW = 4 * 1024 * 1024
@@ -86,6 +87,7 @@ class Streams:
         self._peer_initial = f.DEFAULT_WINDOW
         self._peer_max_frame = f.DEFAULT_MAX_FRAME
         self._peer_max_streams = 2**31
+        self._goaway_last: int | None = None      # lowest last id of the peer's graceful GOAWAYs
 
     # -- stream table -----------------------------------------------------------
     def _idle(self, sid: int) -> bool:
@@ -107,6 +109,22 @@ class Streams:
         self._blocked.pop(stream.sid, None)
         if self._pending:
             self._release()
+
+    def _refuse_above(self, last: int, events: list) -> None:
+        """A graceful GOAWAY: no new stream may open, and the peer will not process ours
+        above ``last`` -- waiting requests included. Each is forgotten and reported reset
+        with REFUSED_STREAM (RFC 9113 8.7: safe to retry); the others go on."""
+        if self._goaway_last is None or last < self._goaway_last:
+            self._goaway_last = last
+        waiting = list(self._pending)
+        self._pending.clear()                      # first: _forget would open them
+        mine = 1 if self._client else 0
+        refused = [sid for sid in self._streams if sid > last and sid & 1 == mine]
+        for sid in refused:
+            self._forget(self._streams[sid])
+            self._remember_reset(sid)              # its frames still in flight go quietly
+        refused += waiting
+        events.extend(StreamReset(stream_id=sid, error_code=f.REFUSED_STREAM) for sid in refused)
 
     # -- sending ------------------------------------------------------------------
     def _start_request(self, sid: int, headers: list[tuple[str, str]], end: bool) -> None:
@@ -134,7 +152,8 @@ class Streams:
     def _release(self) -> None:
         """Open waiting requests, in order, while the peer's stream limit allows."""
         pending = self._pending
-        while pending and len(self._streams) < self._peer_max_streams and not self._ended:
+        while (pending and len(self._streams) < self._peer_max_streams and not self._ended
+               and self._goaway_last is None):
             stream = pending.pop(next(iter(pending)))
             headers, stream.request = stream.request, None
             self._open_local(stream, headers, stream.fin and not stream.chunks)

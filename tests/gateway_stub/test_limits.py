@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway_stub.limits import ConnectionCount, LoginThrottle
+from gateway_stub.limits import PRE_LOGIN_HEADER_BYTES, ConnectionCount, LoginThrottle, header_limit
 
 
 def test_user_is_blocked_after_limit_and_freed_after_window():
@@ -171,3 +171,11 @@ def test_invalid_connection_caps_are_refused():
         ConnectionCount(max_per_source=0)
     with pytest.raises(ValueError):
         ConnectionCount(max_per_source=1, report_every=0.0)
+
+
+def test_header_limit_is_low_until_login_and_never_above_the_configured_one():
+    """Before login a connection gets PRE_LOGIN_HEADER_BYTES (or less, if max_header_bytes is
+    lower); after login, max_header_bytes."""
+    assert header_limit(16384, logged_in=False) == PRE_LOGIN_HEADER_BYTES < 16384
+    assert header_limit(1024, logged_in=False) == 1024
+    assert header_limit(16384, logged_in=True) == 16384

@@ -7,10 +7,13 @@ import asyncio
 import pytest
 
 from client.errors import LoginFailed, TrustError
-from client.session import open_session
+from client.session import connect_link, open_session
 from client.trust import Trust
+from client.wire.link import LinkGoingAway
 from gateway_stub.certs import fingerprint_sha256
+from gateway_stub.limits import PRE_LOGIN_HEADER_BYTES
 from tests.gateway_stub.rig import Bench, Flow, connect, echo_server, free_port, raw_tls, run
+from tests.client.wire.h2peer import client_start, frame
 from tests.support import PASSWORDS
 
 
@@ -190,3 +193,82 @@ def test_hostile_clients_do_not_disturb_a_working_session(tmp_path):
     run(main())
 
 
+
+
+def frames_of(data: bytes) -> list[tuple[int, bytes]]:
+    """The (type, payload) of each whole HTTP/2 frame in ``data``."""
+    out, at = [], 0
+    while at + 9 <= len(data):
+        length = int.from_bytes(data[at:at + 3], "big")
+        out.append((data[at + 3], data[at + 9:at + 9 + length]))
+        at += 9 + length
+    return out
+
+
+def test_before_login_a_large_header_block_is_refused_undecoded(tmp_path):
+    """Before login a connection may send header blocks of PRE_LOGIN_HEADER_BYTES (advertised
+    in its SETTINGS); a larger one ends it with ENHANCE_YOUR_CALM on its size alone -- the block
+    is not valid HPACK, so decoding it would have ended it with COMPRESSION_ERROR. Sessions on
+    other connections go on."""
+    async def main():
+        server, port = await echo_server()
+        async with Bench(tmp_path) as bench:
+            good = await bench.login()
+            reader, writer = await raw_tls(bench, ["h2"])
+            writer.write(client_start() + frame(0x1, 0x4 | 0x1, 1, b"\xff" * 8000))
+            answer = frames_of(await asyncio.wait_for(reader.read(), 10))
+            settings = [payload for kind, payload in answer if kind == 0x4 and payload][0]
+            advertised = {int.from_bytes(settings[i:i + 2], "big"): int.from_bytes(
+                settings[i + 2:i + 6], "big") for i in range(0, len(settings), 6)}
+            assert advertised[0x6] == PRE_LOGIN_HEADER_BYTES
+            (goaway,) = [payload for kind, payload in answer if kind == 0x7]
+            assert int.from_bytes(goaway[4:8], "big") == 0xB        # ENHANCE_YOUR_CALM
+            flow = await connect(good, f"127.0.0.1:{port}")
+            assert flow.status.result() == 200
+            await good.logout()
+        server.close()
+    run(main())
+
+
+def test_after_login_large_header_blocks_are_accepted_again(tmp_path):
+    """Once a connection logged in, or resumed a session with its token, header blocks up to
+    max_header_bytes are accepted: a CONNECT with an 8 000-byte header is answered."""
+    async def main():
+        server, port = await echo_server()
+        async with Bench(tmp_path) as bench:
+            session = await bench.login()
+            big = ("x-junk", "a" * 8000)
+            for link in (session.link, (await connect_link(bench.address, bench.trust))):
+                if link is not session.link:          # a resume: GET config with the token
+                    answer = await link.request(session._api("GET", "/api/v1/config"))
+                    assert answer.status == 200
+                flow = Flow(link)
+                flow.stream_id = link.open([*session.connect_headers(f"127.0.0.1:{port}"), big], flow)
+                assert await asyncio.wait_for(flow.status, 10) == 200
+                link.close()
+        server.close()
+    run(main())
+
+
+def test_shutdown_sends_goaway_and_lets_open_flows_finish(tmp_path):
+    """On shutdown each connection gets GOAWAY(NO_ERROR) naming the streams it took: the
+    client opens no new stream (LinkGoingAway at once), an open flow still carries its bytes
+    both ways to its end, and then the connection closes, well before the grace runs out."""
+    async def main():
+        server, port = await echo_server()
+        async with Bench(tmp_path) as bench:
+            session = await bench.login()
+            flow = await connect(session, f"127.0.0.1:{port}")
+            shutting = asyncio.ensure_future(bench.gateway.shut_down(grace=20.0))
+            goaway = await asyncio.wait_for(session.link.going_away, 5)
+            assert goaway.error_code == 0 and goaway.last_stream_id >= flow.stream_id
+            with pytest.raises(LinkGoingAway):
+                session.link.open(session.connect_headers(f"127.0.0.1:{port}"), Flow(session.link))
+            session.link.send(flow.stream_id, b"after the goaway", end=True)
+            assert await asyncio.wait_for(flow.ended, 5)
+            assert bytes(flow.data) == b"after the goaway"
+            session.link.unregister(flow.stream_id)   # the flow's owner lets go of it
+            await asyncio.wait_for(shutting, 5)          # each end may be the one that closes
+            await asyncio.wait_for(session.link.closed, 5)
+        server.close()
+    run(main())

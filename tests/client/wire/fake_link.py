@@ -25,7 +25,13 @@ class FakeLink:
         self.reset_ids: set[int] = set()
         self.backlog = 0
         """What ``buffered`` reports for every stream (payload waiting for window)."""
+        self.goaway_received = False
+        """The peer sent GOAWAY: open streams go on, ``can_open`` is False."""
         self._next_id = 1
+
+    @property
+    def can_open(self) -> bool:
+        return self.is_open and not self.goaway_received
 
     # -- the Link API the handlers use ------------------------------------------------
     def open(self, headers, handler, *, end: bool = False) -> int:

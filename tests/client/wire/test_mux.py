@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from client.wire import mux as m
 from client.wire import frames as f
+from client.wire.errors import UsageError
 
 
 def pair() -> tuple[m.Mux, m.Mux]:
@@ -137,12 +138,14 @@ def test_garbage_ends_the_connection_with_a_reason():
 
 
 def test_goaway_is_reported_to_the_peer():
-    """close() sends GOAWAY; the peer sees ConnectionEnded with error code 0."""
+    """close() sends GOAWAY; the peer sees GoawayReceived with error code 0, and no
+    ConnectionEnded: a graceful GOAWAY lets the open streams finish."""
     client, gateway = pair()
     gateway.close()
     at_client, _ = shuttle(client, gateway)
-    (ended,) = of(m.ConnectionEnded, at_client)
-    assert ended.error_code == 0 and "gateway closed" in ended.reason
+    (goaway,) = of(m.GoawayReceived, at_client)
+    assert goaway.error_code == 0 and "gateway closed" in goaway.reason
+    assert not of(m.ConnectionEnded, at_client)
 
 
 def test_goaway_debug_text_stays_on_one_printable_line():
@@ -151,9 +154,9 @@ def test_goaway_debug_text_stays_on_one_printable_line():
     client, gateway = pair()
     shuttle(client, gateway)
     debug = "bye\nconnected: all fine\x1b[2J\u202e".encode() + b"\xff" + b"x" * 5000
-    (ended,) = of(m.ConnectionEnded, client.receive(f.goaway(0, 0, debug)))
-    assert ended.reason.startswith("gateway closed the session: bye?connected: all fine?[2J?\ufffdx")
-    assert ended.reason.isprintable() and len(ended.reason) < 250
+    (goaway,) = of(m.GoawayReceived, client.receive(f.goaway(0, 0, debug)))
+    assert goaway.reason.startswith("gateway closed the session: bye?connected: all fine?[2J?\ufffdx")
+    assert goaway.reason.isprintable() and len(goaway.reason) < 250
 
 
 def test_respond_on_a_reset_stream_raises_stream_gone():
@@ -197,3 +200,92 @@ def test_refused_flows_do_not_use_up_the_stream_limit():
         gateway.respond(sid, 502, end=True)
         at_client, _ = shuttle(client, gateway)
         assert of(m.ResponseReceived, at_client)[0].status == 502
+
+
+def test_a_2xx_that_ends_the_stream_is_also_reported_as_its_end():
+    """A 200 with END_STREAM (the target closed at once) is ResponseReceived then StreamEnded,
+    as END_STREAM on DATA would be; once the client ends its half, the stream is gone."""
+    client, gateway = pair()
+    sid = client.request([(":method", "CONNECT"), (":authority", "10.0.0.1:80")])
+    shuttle(client, gateway)
+    status_200 = b"\x88"                           # HPACK: static entry 8, ":status: 200"
+    at_client = client.receive(f.head(1, f.HEADERS, f.END_STREAM | f.END_HEADERS, sid) + status_200)
+    assert [type(e) for e in at_client] == [m.ResponseReceived, m.StreamEnded]
+    assert at_client[0].status == 200 and at_client[0].ended and at_client[1].stream_id == sid
+    assert client.open_streams == 1                  # our half is still open
+    client.end(sid)
+    assert client.open_streams == 0
+
+
+def goaway_after(client: m.Mux, gateway: m.Mux) -> list:
+    """The gateway sends GOAWAY before it has seen what the client sent last; returns the
+    client's events on it, then hands the gateway what the client had sent."""
+    in_flight = client.data_to_send()
+    gateway.close()
+    events = client.receive(gateway.data_to_send())
+    gateway.receive(in_flight)
+    return events
+
+
+def test_a_graceful_goaway_refuses_only_the_streams_above_its_last_id():
+    """Streams the gateway had seen before its GOAWAY go on both ways to their end; one
+    opened after it is reset at once with REFUSED_STREAM, and what the gateway still says
+    about it (its own refusal) is dropped quietly, with no reset back."""
+    client, gateway = pair()
+    first = connect(client, gateway)
+    late = client.request([(":method", "CONNECT"), (":authority", "10.0.0.1:2")])
+    events = goaway_after(client, gateway)
+    (goaway,) = of(m.GoawayReceived, events)
+    assert (goaway.last_stream_id, goaway.error_code) == (first, 0)
+    assert [(e.stream_id, e.error_code) for e in of(m.StreamReset, events)] == [(late, 0x7)]
+    assert client.receive(gateway.data_to_send()) == []     # its RST_STREAM REFUSED_STREAM
+    assert client.data_to_send() == b""
+    client.send(first, b"still", end=True)
+    gateway.send(first, b"going", end=True)
+    at_client, at_gateway = shuttle(client, gateway)
+    assert b"".join(e.data for e in of(m.DataReceived, at_client)) == b"going"
+    assert b"".join(e.data for e in of(m.DataReceived, at_gateway)) == b"still"
+    assert not of(m.RequestReceived, at_gateway) and not of(m.StreamReset, at_client)
+    assert not of(m.ConnectionEnded, at_client) and not of(m.ConnectionEnded, at_gateway)
+    assert client.open_streams == gateway.open_streams == 0
+
+
+def test_requests_waiting_for_a_stream_slot_are_refused_by_a_goaway():
+    """A request queued behind the gateway's stream limit never goes out once GOAWAY came:
+    it is reported refused at once."""
+    client = m.Mux(client_side=True)
+    gateway = m.Mux(client_side=False, max_concurrent_streams=1)
+    shuttle(client, gateway)
+    first = connect(client, gateway)
+    waiting = client.request([(":method", "CONNECT"), (":authority", "10.0.0.1:2")])
+    events = goaway_after(client, gateway)
+    assert [(e.stream_id, e.error_code) for e in of(m.StreamReset, events)] == [(waiting, 0x7)]
+    client.reset(first)
+    _, at_gateway = shuttle(client, gateway)
+    assert not of(m.RequestReceived, at_gateway)
+
+
+def test_no_stream_opens_after_a_goaway():
+    """After GOAWAY, request() raises UsageError instead of sending what the peer would ignore."""
+    client, gateway = pair()
+    gateway.close()
+    shuttle(client, gateway)
+    assert client.goaway_last_stream_id == 0
+    try:
+        client.request([(":method", "CONNECT"), (":authority", "10.0.0.1:1")])
+    except UsageError:
+        pass
+    else:
+        raise AssertionError("request() after GOAWAY did not raise")
+    assert client.data_to_send() == b""
+
+
+def test_a_goaway_with_an_error_ends_every_stream():
+    """GOAWAY with an error code (not NO_ERROR) still ends the session at once, streams
+    below its last id included."""
+    client, gateway = pair()
+    sid = connect(client, gateway)
+    events = client.receive(f.goaway(sid, f.ENHANCE_YOUR_CALM, b"calm"))
+    assert [type(e) for e in events] == [m.GoawayReceived, m.ConnectionEnded]
+    assert events[1].error_code == f.ENHANCE_YOUR_CALM and "calm" in events[1].reason
+    assert client.receive(f.head(1, f.DATA, 0, sid) + b"x") == []

@@ -73,6 +73,23 @@ def test_header_list_too_large_ends_the_session():
     assert ended(events).error_code == 0xB and not of(m.RequestReceived, events)
 
 
+def test_a_lowered_header_limit_refuses_large_blocks_before_decoding_and_can_be_raised():
+    """With limit_header_lists(4096) a larger block ends the session with ENHANCE_YOUR_CALM on
+    its encoded size alone (it is not valid HPACK: decoding would have found COMPRESSION_ERROR);
+    raised again, the new limit is advertised and a large block is decoded."""
+    low = gateway(max_header_list_size=16384)
+    low.limit_header_lists(4096)
+    ((kind, _, _, body),) = frames_in(low.data_to_send())
+    assert kind == SETTINGS and struct.unpack(">HL", body) == (0x6, 4096)
+    assert ended(low.receive(frame(HEADERS, END_HEADERS, 1, b"\xff" * 6000))).error_code == 0xB
+    raised = gateway(max_header_list_size=4096)
+    raised.limit_header_lists(16384)
+    ((kind, _, _, body),) = frames_in(raised.data_to_send())
+    assert kind == SETTINGS and struct.unpack(">HL", body) == (0x6, 16384)
+    (request,) = raised.receive(headers(1, CONNECT + [("x-junk", "a" * 8000)]))
+    assert request.headers["x-junk"] == "a" * 8000
+
+
 def test_endless_continuation_is_cut_off_early():
     """A header block continued without end is refused once it exceeds the bound, not buffered."""
     mux = gateway(max_header_list_size=4096)

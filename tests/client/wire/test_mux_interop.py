@@ -7,6 +7,7 @@ import h2.settings
 import hpack
 import hyperframe.frame as hf
 
+from client.wire import frames as f
 from client.wire import mux as m
 from tests.client.wire.h2peer import H2Peer, of, received, shuttle
 
@@ -158,6 +159,37 @@ def test_ping_both_ways():
     gateway.conn.ping(b"theirs12")
     shuttle(client, gateway)
     assert gateway.of(h2.events.PingAckReceived)[0].ping_data == b"theirs12"
+
+
+def test_an_h2_gateways_200_that_ends_the_stream_is_an_end_too():
+    """h2's 200 with END_STREAM reaches our client as the answer and the end of the stream;
+    our end then closes the stream on both sides."""
+    client, gateway = ours_client()
+    sid = client.request(CONNECT)
+    shuttle(client, gateway)
+    gateway.conn.send_headers(sid, [(":status", "200")], end_stream=True)
+    seen = shuttle(client, gateway)
+    assert [type(e) for e in seen] == [m.ResponseReceived, m.StreamEnded]
+    client.end(sid)
+    shuttle(client, gateway)
+    assert client.open_streams == 0 and not gateway.conn.open_inbound_streams
+
+
+def test_a_graceful_goaway_between_h2_frames_lets_processed_streams_finish():
+    """GOAWAY(NO_ERROR, last stream 1) between h2's answer and its payload: our stream 3 is
+    refused at once, stream 1 still gets its payload and its end."""
+    client, gateway = ours_client()
+    first, late = client.request(CONNECT), client.request(CONNECT)
+    shuttle(client, gateway)
+    gateway.conn.send_headers(first, [(":status", "200")])
+    seen = client.receive(gateway.data_to_send() + f.goaway(first, f.NO_ERROR))
+    (goaway,) = of(m.GoawayReceived, seen)
+    assert (goaway.last_stream_id, goaway.error_code) == (first, 0)
+    assert [(e.stream_id, e.error_code) for e in of(m.StreamReset, seen)] == [(late, 0x7)]
+    gateway.conn.send_data(first, b"bye", end_stream=True)
+    seen = shuttle(client, gateway)
+    assert received(seen, first) == b"bye" and of(m.StreamEnded, seen)
+    assert not of(m.ConnectionEnded, seen) and not of(m.StreamReset, seen)
 
 
 def test_goaway_both_ways():
