@@ -3,17 +3,19 @@
 Theory of operation: ``Engine.run`` walks the state table -- connecting,
 authenticating, configuring, connected, disconnecting -- and reports every
 transition. Configuring creates the TUN, asks the ``RouteManager`` to put the
-pushed address and routes in place (it journals before it changes anything),
+pushed address in place and to route the pushed networks minus the excluded ones
+(``client.split_routes``) into the TUN (it journals before it changes anything),
 applies the pushed DNS, binds the reflection listeners, puts the in-kernel TCP
 fast path on the TUN when it can (``tcp_fast_path``; one warning line and the
 pure-Python path when it cannot) and hands all that to a ``Datapath``
 (``client.datapath``), which carries the packets from then on and counts them
 (``Engine.stats``; ``Stats`` is importable from here). While connected, a PING
 every ``keepalive`` seconds proves the gateway alive; a lost session is resumed
-on a new TLS connection while the TUN, routes and DNS stay in place. A session
-that ends for good, a dead peer, a TUN device that went away or a stop request
-all lead through the same teardown, which stops the datapath and undoes every
-host change.
+on a new TLS connection while the TUN, routes and DNS stay in place (DNS and MTU
+pushed anew are applied). A disconnect logs the session out, over a new connection
+if the link is down, within 2 s. A session that ends for good, a dead peer, a TUN
+device that went away or a stop request all lead through the same teardown, which
+stops the datapath and undoes every host change.
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ from client.datapath import Datapath, Stats
 from client.dns import DnsState, HostDns
 from client.awaiting import off_loop, unless_stopped
 from client.errors import ClientError, HostSetupError, LoginFailed, SessionLost, TrustError
+from client.nethost import NetworkHost
+from client.netwatch import NetWatcher
 from client.prompter import Prompter
 from client.routes import HostRoutes, HostState
 from client.session import ClientConfig, GatewayAddress, GatewaySession, open_session
+from client.split_routes import describe_networks, tunnel_routes
 from client.states import State, check_transition
 from client.tcp_path import bind_listeners
 from client.trust import Trust
@@ -66,6 +71,8 @@ class EngineOptions:
     Defaults to on unless ``$TUNNELGATE_BPF=0``; falls back to Python where BPF is unavailable."""
 
 
+#: How long a probe sent because the network changed waits for its answer.
+NETWORK_PROBE_TIMEOUT = 3.0
 #: A session lost again sooner than this after it was (re)established counts as a quick loss.
 STABLE_AFTER = 30.0
 #: The longest extra pause before resuming after quick losses in a row.
@@ -79,8 +86,10 @@ class Engine:
                  tun_factory: typing.Callable[[int], TunDevice], routes: HostRoutes,
                  dns: HostDns | None = None,
                  on_state: typing.Callable[[State, str], None] = lambda s, d: None,
-                 prompter: Prompter | None = None) -> None:
+                 prompter: Prompter | None = None, network: NetworkHost | None = None) -> None:
+        """``network`` is what the network watcher reads (None: this host's netlink and clocks)."""
         self.options = options
+        self._network = network
         self._password = password
         self._tun_factory = tun_factory
         self._routes = routes
@@ -99,6 +108,8 @@ class Engine:
         self._tun: TunDevice | None = None
         self._fast_path: typing.Any = None
         self._datapath: Datapath | None = None
+        self._host_state: HostState | None = None
+        self._draining: set[typing.Any] = set()    # links the gateway sent GOAWAY on, finishing
 
     def _set(self, state: State, detail: str = "") -> None:
         check_transition(self.state, state)
@@ -133,7 +144,7 @@ class Engine:
                 self._configure(self.session)
                 cfg = self.session.config
                 self._set(State.CONNECTED, "address {} networks {}".format(
-                    cfg.address or self._tun_address(), ",".join(map(str, cfg.include)) or "none"))
+                    cfg.address or self._tun_address(), describe_networks(cfg.include, cfg.exclude)))
                 self._up_since = time.monotonic()
                 await self._stay_connected(stop)
         except ClientError as exc:
@@ -149,8 +160,8 @@ class Engine:
         self._set(State.DISCONNECTING)
         try:
             await self._reset_connections()
-            if self.session is not None:
-                await self.session.logout()
+            if self.session is not None:   # over a new connection if the link is down
+                await self.session.logout(self._trust())
         except BaseException:
             # Cancelled (a second stop, the service shutting down) or failed while
             # logging out: the host must still be put back.
@@ -189,11 +200,17 @@ class Engine:
                                   self._password, prompter=self._prompter,
                                   on_secure=self._authenticating)
 
+    def _trust(self) -> Trust:
+        """How to trust the gateway on a new connection: pinned to the certificate the
+        user accepted during this connection, if any."""
+        return Trust(pin=self.trusted_pin) if self.trusted_pin else self.options.trust
+
     def _tun_address(self) -> ipaddress.IPv4Address:
         return self.options.reflect_network.network_address + 1
 
     def _configure(self, session: GatewaySession) -> None:
         cfg = session.config
+        routes = tunnel_routes(cfg.include, cfg.exclude)   # refused before the host is touched
         net = self.options.reflect_network
         listen_addr = net.network_address + 1
         fake_addr = net.network_address + 2
@@ -206,12 +223,13 @@ class Engine:
             addresses.insert(0, cfg.address)
         gateway_ip = self._gateway_ip(session)
         state = HostState(interface=self._tun.name, addresses=tuple(addresses),
-                          routes=cfg.include, gateway=gateway_ip,
+                          routes=routes, gateway=gateway_ip,
                           preferred_source=cfg.address.ip if cfg.address else None)
         try:
             off_loop(self._routes.apply, state)
         except OSError as exc:
             raise HostSetupError(f"cannot configure addresses and routes: {exc}") from None
+        self._host_state = state
         if self._dns is not None and (cfg.dns_servers or cfg.dns_search):
             try:
                 off_loop(self._dns.apply, DnsState(interface=self._tun.name,
@@ -247,27 +265,44 @@ class Engine:
         keepalive = self.session.config.keepalive
         stopper = asyncio.ensure_future(stop.wait())
         tun_lost = self._datapath.tun_lost
+        watcher = await self._watch_network()
+        change = asyncio.ensure_future(watcher.changed()) if watcher else asyncio.Future()
         try:
             while True:
-                done, _ = await asyncio.wait({stopper, link.closed, tun_lost}, timeout=keepalive,
+                waits = {stopper, link.closed, tun_lost, change}
+                if not link.going_away.done():
+                    waits.add(link.going_away)
+                done, _ = await asyncio.wait(waits, timeout=keepalive,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if stopper in done:
                     return
                 if tun_lost in done:
                     raise HostSetupError(f"the TUN device {self._tun.name} went away "
                                          f"({tun_lost.result()})")
+                why, wait = "a keepalive", self.options.dead_peer_timeout
+                if change in done:   # probe at once, and briefly: an old path answers nothing
+                    why, wait = f"a probe after {change.result()}", min(wait, NETWORK_PROBE_TIMEOUT)
+                    change = asyncio.ensure_future(watcher.changed())
+                if link.going_away in done and link.going_away.result().error_code == 0:
+                    moved = await self._resume_beside(link, stop)
+                    if stop.is_set():
+                        return
+                    if moved:
+                        link, keepalive = self.session.link, self.session.config.keepalive
+                        continue
+                    if not link.closed.done():
+                        continue     # it drains; its close is then a lost connection
                 reason = None
                 if link.closed.done():
                     reason = f"lost the session with the gateway: {link.closed.result()}"
                 else:
-                    ping = await unless_stopped(link.ping(self.options.dead_peer_timeout), stop)
+                    ping = await unless_stopped(link.ping(wait), stop)
                     if ping is None:
                         return
                     try:
                         ping.result()
                     except asyncio.TimeoutError:
-                        reason = (f"the gateway stopped answering (no reply to a keepalive "
-                                  f"within {self.options.dead_peer_timeout:g} s)")
+                        reason = f"the gateway stopped answering (no reply to {why} within {wait:g} s)"
                         link.close("dead peer")
                     except ConnectionError:
                         continue
@@ -278,6 +313,45 @@ class Engine:
                     link, keepalive = self.session.link, self.session.config.keepalive
         finally:
             stopper.cancel()
+            change.cancel()
+            if watcher is not None:
+                watcher.close()
+
+    async def _resume_beside(self, old: typing.Any, stop: asyncio.Event) -> bool:
+        """The gateway sent GOAWAY: resume on a new connection for the flows to come while
+        the open ones finish on ``old``. False when that fails for now (``old`` then drains,
+        and its close is handled like any lost connection); SessionLost when the gateway
+        no longer knows the session."""
+        log.info("the gateway is going away (%s); resuming on a new connection while the "
+                 "open flows finish", old.going_away.result().reason or "no reason given")
+        before = self.session.config
+        self._refresh_routes()
+        attempt = await unless_stopped(self.session.resume(self._trust()), stop)
+        if attempt is None:
+            return False
+        try:
+            attempt.result()
+        except (LoginFailed, SessionLost, TrustError) as exc:
+            lost = SessionLost(f"the gateway went away; could not resume: {exc}")
+            lost.kind = exc.kind
+            raise lost from None
+        except ClientError as exc:
+            log.info("could not resume beside the connection going away: %s", exc)
+            return False
+        self._draining.add(old)
+        old.closed.add_done_callback(lambda _: self._draining.discard(old))
+        self._apply_changed_dns(before, self.session.config)
+        self._apply_changed_mtu(self.session.config)
+        return True
+
+    async def _watch_network(self) -> NetWatcher | None:
+        """The watcher of the route to the gateway and of sleep (started once the routes are
+        in place, so the gateway's pinned route is part of what it starts from); None when
+        the gateway's address is unknown."""
+        gateway = self._gateway_ip(self.session)
+        if gateway.is_unspecified:
+            return None
+        return await NetWatcher.open(gateway, host=self._network)
 
     async def _reconnect(self, reason: str, stop: asyncio.Event) -> None:
         """Get the session back on a new TLS connection with the same token.
@@ -287,7 +361,7 @@ class Engine:
         Raises SessionLost when the gateway stays away or forgot the session.
         """
         self._set(State.RECONNECTING, reason)
-        trust = Trust(pin=self.trusted_pin) if self.trusted_pin else self.options.trust
+        trust = self._trust()
         last = reason
         before = self.session.config
         for delay in self._resume_delays():
@@ -296,6 +370,7 @@ class Engine:
                 return
             except asyncio.TimeoutError:
                 pass
+            self._refresh_routes()
             attempt = await unless_stopped(self.session.resume(trust), stop)
             if attempt is None:
                 return
@@ -309,10 +384,20 @@ class Engine:
                 last = str(exc)
                 continue
             self._apply_changed_dns(before, self.session.config)
+            self._apply_changed_mtu(self.session.config)
             self._up_since = time.monotonic()
             self._set(State.CONNECTED, "reconnected")
             return
         raise SessionLost(f"{reason}; could not reconnect ({last})")
+
+    def _refresh_routes(self) -> None:
+        """Apply the host state again before a resume: a change of network under the
+        tunnel takes the gateway's pinned route with the old address or router, and the
+        resume would then go into the TUN. Idempotent; a failure is only a warning."""
+        try:
+            off_loop(self._routes.apply, self._host_state)
+        except (OSError, ClientError) as exc:
+            log.warning("cannot refresh the routes before resuming: %s", exc)
 
     def _resume_delays(self) -> tuple[float, ...]:
         """The pauses before each resume attempt. A gateway that accepts each resume and
@@ -338,6 +423,19 @@ class Engine:
         except (OSError, ValueError) as exc:
             raise HostSetupError(f"cannot configure the DNS pushed on resume: {exc}") from None
 
+    def _apply_changed_mtu(self, now: ClientConfig) -> None:
+        """Give the TUN the MTU the gateway pushed on resume, if it differs. A failure is
+        a warning, not a lost session: the TUN keeps its MTU (tried again at the next resume)."""
+        if now.mtu == self._tun.mtu:
+            return
+        log.info("the gateway changed the MTU on resume; setting %s from %d to %d",
+                 self._tun.name, self._tun.mtu, now.mtu)
+        try:
+            self._tun.set_mtu(now.mtu)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot set the MTU of %s to %d, it stays %d: %s",
+                        self._tun.name, now.mtu, self._tun.mtu, exc)
+
     async def _reset_connections(self) -> None:
         """Tell the apps their connections are over, while the TUN still carries that."""
         if self._datapath is not None:
@@ -356,6 +454,8 @@ class Engine:
             self._datapath = None
         if self.session is not None and self.session.link.is_open:
             self.session.link.close("disconnecting")
+        for link in list(self._draining):
+            link.close("disconnecting")
         if self._dns is not None:
             try:
                 off_loop(self._dns.restore)

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import json
+import logging
 import re
 import ssl
 import typing
@@ -20,13 +21,15 @@ import urllib.parse
 
 from cryptography import x509
 
-from client.errors import (GatewayProtocolError, GatewayUnreachable, LoginFailed, SessionLost,
-                           TrustError, UsageError, WrongCredentials)
+from client.errors import (ClientError, GatewayProtocolError, GatewayUnreachable, LoginFailed,
+                           SessionLost, TrustError, UsageError, WrongCredentials)
 from client.prompter import CertificateInfo, Prompter
 from client.trust import Trust, fingerprint, untrusted_message
 from client.wire import mux as m
 from client.wire.link import Link, LinkClosed, Response
 
+
+log = logging.getLogger(__name__)
 
 _HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.?)+$|^\[?[0-9a-f:.]+\]?$",
                    re.IGNORECASE)
@@ -163,8 +166,9 @@ class GatewaySession:
         """Reconnect with the same token (no password, no one-time code again).
 
         Raises LoginFailed when the gateway no longer knows the session, and
-        SessionLost when the gateway changed the address or networks. On success
-        ``link`` and ``config`` are the new ones (the DNS, MTU or keepalive may differ).
+        SessionLost when the gateway changed the address or networks (included or
+        excluded). On success ``link`` and ``config`` are the new ones (the DNS, MTU
+        or keepalive may differ).
         """
         link = await connect_link(self.gateway, trust, timeout=timeout)
         try:
@@ -189,18 +193,41 @@ class GatewaySession:
             config = ClientConfig.from_json(json.loads(response.body))
         except (ValueError, GatewayProtocolError):
             raise GatewayProtocolError("the gateway sent an invalid config") from None
-        if (config.address, config.include) != (self.config.address, self.config.include):
+        if _placement(config) != _placement(self.config):
             raise SessionLost("the gateway changed this session's address or networks; connect again")
         return config
 
-    async def logout(self) -> None:
-        """Tell the gateway the session is over, then close."""
-        if self.link.is_open:
-            try:
-                await self.link.request(self._api("DELETE", "/api/v1/session"), timeout=2.0)
-            except (LinkClosed, asyncio.TimeoutError, ConnectionError):
-                pass
-        self.link.close("logged out")
+    async def logout(self, trust: Trust | None = None, *, timeout: float = 2.0) -> None:
+        """Tell the gateway the session is over, best effort, then close.
+
+        Over ``link`` while it is open; otherwise (the link died, say while the session
+        was being resumed) over a new TLS connection made with ``trust``, or not at all
+        without one. Takes at most ``timeout`` seconds in all, TLS handshake included,
+        and raises nothing but a cancellation: a failure is only logged.
+        """
+        try:
+            await asyncio.wait_for(self._end_on_gateway(trust, timeout), timeout)
+        except (ClientError, ConnectionError, asyncio.TimeoutError) as exc:
+            log.info("could not tell the gateway at %s the session is over: %s",
+                     self.gateway, str(exc) or type(exc).__name__)
+        except Exception as exc:   # logging out must not stop the host from being restored
+            log.warning("telling the gateway at %s the session is over failed: %r", self.gateway, exc)
+        finally:
+            self.link.close("logged out")
+
+    async def _end_on_gateway(self, trust: Trust | None, timeout: float) -> None:
+        """DELETE the session on the open link, or on a new connection while it is down."""
+        delete = self._api("DELETE", "/api/v1/session")
+        if self.link.can_open:     # not a link that is going away: that refuses new streams
+            await self.link.request(delete, timeout=timeout)
+            return
+        if trust is None:
+            return
+        link = await connect_link(self.gateway, trust, timeout=timeout)
+        try:
+            await link.request(delete, timeout=timeout)
+        finally:   # cancelled by the time bound or a second stop included
+            link.close("logged out")
 
     def _api(self, method: str, path: str) -> list[tuple[str, str]]:
         return [(":method", method), (":scheme", "https"), (":authority", str(self.gateway)),
@@ -260,6 +287,11 @@ async def _peek_certificate(gateway: GatewayAddress, reason: str,
         subject = issuer = "(unreadable certificate)"
     return CertificateInfo(host=str(gateway), subject=subject, issuer=issuer,
                            fingerprint=fingerprint(der), reason=reason)
+
+
+def _placement(config: ClientConfig) -> tuple:
+    """What a resumed session must keep: its address and its networks, in and out."""
+    return config.address, config.include, config.exclude
 
 
 def _error_text(response: Response) -> str:

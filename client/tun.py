@@ -31,10 +31,16 @@ __all__ = ["TunDevice", "KernelTun", "MemoryTun"]
 _READ_SLACK = 256
 
 
+def _check_mtu(mtu: int) -> None:
+    if not 68 <= mtu <= 65535:
+        raise ValueError(f"TUN MTU must be within 68..65535, not {mtu}")
+
+
 class TunDevice(typing.Protocol):
     """A TUN device carrying raw IPv4/IPv6 packets, no packet-info header."""
 
     name: str
+    mtu: int
 
     def fileno(self) -> int:
         """A file descriptor that is readable while packets are waiting."""
@@ -44,6 +50,10 @@ class TunDevice(typing.Protocol):
 
     def write(self, packet: bytes) -> None:
         """Hand one packet to the host's IP stack."""
+
+    def set_mtu(self, mtu: int) -> None:
+        """Change the device's MTU (a resumed session may push another one).
+        Raises OSError when the device refuses it."""
 
     def close(self) -> None:
         """Release the device; idempotent."""
@@ -64,8 +74,7 @@ class KernelTun:
     def __init__(self, name: str = "tg%d", mtu: int = 65000) -> None:
         import pytun  # imported here so the fake works without the C module
 
-        if not 68 <= mtu <= 65535:
-            raise ValueError(f"TUN MTU must be within 68..65535, not {mtu}")
+        _check_mtu(mtu)
         self._dev = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
         try:
             self._dev.persist(False)
@@ -93,6 +102,12 @@ class KernelTun:
 
     def write(self, packet: bytes) -> None:
         os.write(self._fd, packet)
+
+    def set_mtu(self, mtu: int) -> None:
+        _check_mtu(mtu)
+        self._dev.mtu = mtu             # SIOCSIFMTU; pytun.Error is an OSError
+        self.mtu = mtu
+        self._bufsize = mtu + _READ_SLACK
 
     def close(self) -> None:
         if not self._closed:
@@ -156,6 +171,12 @@ class MemoryTun:
     def write(self, packet: bytes) -> None:
         self._check_open()
         self.written.append(bytes(packet))
+
+    def set_mtu(self, mtu: int) -> None:
+        """Sets ``mtu``, which tests read to see what the engine asked for."""
+        self._check_open()
+        _check_mtu(mtu)
+        self.mtu = mtu
 
     def tcp_fast_path(self):
         if self.fast_path is None:

@@ -9,6 +9,8 @@ import socket
 
 from client.dns import MemoryDns
 from client.engine import Engine, EngineOptions
+from client.netchange import RouteSnapshot
+from client.nethost import MemoryNetwork
 from client.routes import MemoryRoutes
 from client.session import GatewayAddress
 from client.states import State
@@ -56,6 +58,8 @@ class Rig:
         self.proxy: Proxy | None = Proxy() if proxy else None
         self.options = {"reconnect_delays": (0.1, 0.2), **options}
         self.password = PASSWORDS[user] if password is None else password
+        #: The host network the engine's watcher sees (``network.route``, ``announce()``).
+        self.network = MemoryNetwork(RouteSnapshot(interface="lo", index=1))
         self.tun = MemoryTun()
         self.routes, self.dns = MemoryRoutes(), MemoryDns()
         self.states: list[tuple[State, str]] = []
@@ -67,12 +71,29 @@ class Rig:
         options = EngineOptions(gateway=GatewayAddress(host, port),
                                 trust=self.trust or Trust(ca_file=self.setup.certs.ca_cert),
                                 username=self.user, reflect_network=REFLECT, **self.options)
-        self.engine = Engine(options, self.password, tun_factory=lambda mtu: self.tun,
+        self.engine = Engine(options, self.password, tun_factory=self._tun_with,
                              routes=self.routes, dns=self.dns, prompter=self.prompter,
-                             on_state=lambda s, d: self.states.append((s, d)))
+                             on_state=lambda s, d: self.states.append((s, d)), network=self.network)
         self.stop = asyncio.Event()
         self.task = asyncio.ensure_future(self.engine.run(self.stop))
         return self.engine
+
+    def push(self, monkeypatch, **fields) -> None:
+        """From now on the gateway's config document for every session carries ``fields``
+        (``exclude``, ``mtu``…), on login and on resume alike."""
+        api = self.gateway.api
+        pushed = api.client_config
+
+        def with_fields(session):
+            response = pushed(session)
+            response.body.update(fields)
+            return response
+        monkeypatch.setattr(api, "client_config", with_fields)
+
+    def _tun_with(self, mtu: int) -> MemoryTun:
+        """The rig's TUN, made with the MTU the engine asks for (as a KernelTun would be)."""
+        self.tun.mtu = mtu
+        return self.tun
 
     async def connected(self) -> None:
         for _ in range(200):

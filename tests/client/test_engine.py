@@ -14,7 +14,8 @@ import pytest
 from client.bpf.offload import MemoryOffload
 from client.dns import MemoryDns
 from client.engine import Engine, EngineOptions
-from client.errors import HostSetupError, LoginFailed, TrustError, WrongCredentials
+from client.errors import (GatewayProtocolError, HostSetupError, LoginFailed, TrustError,
+                           WrongCredentials)
 from client.routes import MemoryRoutes
 from client.session import GatewayAddress
 from client.states import State
@@ -41,6 +42,42 @@ def test_connect_applies_pushed_state_and_disconnect_restores_it(tmp_path):
         assert [s for s, _ in rig.states] == [State.CONNECTING, State.AUTHENTICATING,
                                               State.CONFIGURING, State.CONNECTED,
                                               State.DISCONNECTING, State.DISCONNECTED]
+    run(main())
+
+
+def test_excluded_networks_are_left_out_of_the_routes(tmp_path, monkeypatch):
+    """The TUN's routes are the pushed networks minus the excluded ones (an exclude outside
+    them changes nothing); the excluded gateway needs no pinned host route; the connected
+    state names the exclusions."""
+    async def main():
+        rig = Rig(tmp_path)
+        rig.push(monkeypatch, exclude=["127.0.0.1/32", "127.128.0.0/9", "192.0.2.0/24"])
+        await rig.start()
+        await rig.connected()
+        routes = rig.routes.state.routes
+        assert len(routes) == 23 and sum(r.num_addresses for r in routes) == 2 ** 23 - 1
+        assert [str(routes[0]), str(routes[1]), str(routes[-1])] == [
+            "127.0.0.0/32", "127.0.0.2/31", "127.64.0.0/10"]
+        assert rig.routes.pinned_gateway is None
+        assert (State.CONNECTED, "address 10.200.0.2/24 networks 127.0.0.0/8 "
+                "except 127.0.0.1/32,127.128.0.0/9,192.0.2.0/24") in rig.states
+        await rig.close()
+    run(main())
+
+
+def test_exclusions_making_too_many_routes_fail_before_the_host_is_touched(tmp_path, monkeypatch):
+    """1 100 single addresses excluded, every other one, would take thousands of routes:
+    the connection fails as a protocol error and no route is applied."""
+    async def main():
+        rig = Rig(tmp_path)
+        rig.push(monkeypatch, exclude=[f"127.0.{k // 128}.{k % 128 * 2}/32" for k in range(1100)])
+        await rig.start()
+        try:
+            with pytest.raises(GatewayProtocolError, match="routes"):
+                await asyncio.wait_for(rig.task, 10)
+        finally:
+            rig.gateway.close()
+        assert rig.engine.failure.kind == "protocol_error" and rig.routes.applied == []
     run(main())
 
 
