@@ -78,6 +78,17 @@ class HostRoutes(typing.Protocol):
     def restore(self) -> None: ...
 
 
+_HALVES = (ipaddress.IPv4Network("0.0.0.0/1"), ipaddress.IPv4Network("128.0.0.0/1"))
+
+
+def _installable(routes: tuple[ipaddress.IPv4Network, ...]) -> list[ipaddress.IPv4Network]:
+    """The routes as they go into the kernel: a full tunnel's 0.0.0.0/0 becomes its two
+    halves, which win over the host's own default route by being longer, instead of
+    clashing with it (a second default route in the main table is refused, EEXIST) or
+    replacing it (the host's route must stay, for the session itself and for afterwards)."""
+    return [half for net in routes for half in (_HALVES if net.prefixlen == 0 else (net,))]
+
+
 def _key(item: dict) -> tuple:
     if item["kind"] == "address":
         return ("address", item["interface"], item["address"])
@@ -123,7 +134,7 @@ class RouteManager:
                         desired.append(pin)
                 src = str(state.preferred_source) if state.preferred_source else None
                 desired += [{"kind": "route", "dst": str(net), "interface": state.interface, "prefsrc": src}
-                            for net in state.routes]
+                            for net in _installable(state.routes)]
                 wanted = {_key(i) for i in desired}
                 for item in reversed(list(self._items)):
                     if _key(item) not in wanted:
@@ -189,7 +200,12 @@ class RouteManager:
         dst = f"{state.gateway}/32"
         for item in self._items:
             if item.get("role") == "gateway" and item["dst"] == dst:
-                return item  # already pinned; a fresh lookup would only find our own pin
+                if _exists(ipr, item):
+                    return item  # still pinned; a fresh lookup would only find our own pin
+                # The kernel dropped it with the address or link it went through (a new
+                # network): the lookup would now find our own routes, so ask the table.
+                log.info("the route pinning the gateway %s went away; pinning it again", state.gateway)
+                return self._underlay_pin(ipr, state, tun)
         try:
             found = ipr.route("get", dst=str(state.gateway))
         except Exception as exc:
@@ -203,6 +219,27 @@ class RouteManager:
         link = ipr.get_links(oif)[0]
         return {"kind": "route", "role": "gateway", "dst": dst, "gateway": route.get("RTA_GATEWAY"),
                 "interface": link.get("IFLA_IFNAME"), "oif": oif, "prefsrc": None}
+
+    @staticmethod
+    def _underlay_pin(ipr, state: HostState, tun: int) -> dict | None:
+        """A pin along the main table's best route to the gateway that is not into the TUN
+        (longest prefix, then lowest metric); None when there is none (offline for now)."""
+        best = None
+        for r in ipr.get_routes(family=2, table=254):
+            net = ipaddress.IPv4Network(f"{r.get('RTA_DST', '0.0.0.0')}/{r.get('dst_len')}")
+            if r.get("type") != _RTN_UNICAST or r.get("RTA_OIF") in (None, tun) or state.gateway not in net:
+                continue
+            rank = (net.prefixlen, -(r.get("RTA_PRIORITY") or 0))
+            if best is None or rank > best[0]:
+                best = (rank, r)
+        if best is None:
+            log.info("no route to the gateway %s outside the tunnel for now", state.gateway)
+            return None
+        route = best[1]
+        link = ipr.get_links(route.get("RTA_OIF"))[0]
+        return {"kind": "route", "role": "gateway", "dst": f"{state.gateway}/32",
+                "gateway": route.get("RTA_GATEWAY"), "interface": link.get("IFLA_IFNAME"),
+                "oif": route.get("RTA_OIF"), "prefsrc": None}
 
     def _ensure(self, ipr, item: dict) -> None:
         from pyroute2.netlink.exceptions import NetlinkError

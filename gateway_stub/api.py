@@ -284,7 +284,7 @@ class GatewayApi:
         body = {
             "address": str(session.address) if session.address else None,
             "include": [str(n) for n in self.policy.networks_for(session.user)],
-            "exclude": [],
+            "exclude": [str(n) for n in self.policy.exclude_for(session.user)],
             "dns": {"servers": [str(s) for s in dns],
                     "search": list(self.config.dns.search) if dns else []},
             "mtu": server.mtu,

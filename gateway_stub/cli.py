@@ -82,6 +82,7 @@ def _summary(config: GatewayConfig) -> str:
         f"listen: {host}:{server.listen_port}",
         f"certificate: {server.certificate}",
         f"pool: {config.pool or 'off'}",
+        f"kept out of the tunnel: {', '.join(map(str, config.exclude)) or 'nothing'}",
         f"dns: {', '.join(map(str, config.dns.servers)) or 'none'}"
         + (f" (search {', '.join(config.dns.search)})" if config.dns.search else ""),
         f"audit log: {server.audit_log or 'logger gateway_stub.audit'}",
@@ -91,6 +92,10 @@ def _summary(config: GatewayConfig) -> str:
         ports = ", ".join(map(str, resource.ports)) if resource.ports else "all ports"
         lines.append(f"  {resource.name}: {', '.join(map(str, resource.networks))} "
                      f"{'/'.join(sorted(resource.protocols))} {ports}")
+    routed = [n for r in config.resources for n in r.networks]
+    for network in config.exclude:
+        if not any(network.overlaps(r) for r in routed):
+            lines.append(f"  warning: routing.exclude {network} overlaps no resource; it has no effect")
     lines.append(f"users ({len(config.users)}):")
     for user in config.users:
         allowed = ", ".join(policy.resources_for(user)) or "nothing"

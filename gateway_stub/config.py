@@ -158,6 +158,9 @@ class GatewayConfig:
     """Policy rules, in file order."""
     source: Path
     """The file this configuration was read from."""
+    exclude: tuple[IPv4Network, ...] = ()
+    """``[routing] exclude``: networks clients keep out of the tunnel (split-exclude),
+    such as the home LAN inside a full tunnel; pushed where they overlap a user's routes."""
 
     def find_user(self, name: str) -> UserConfig | None:
         """The user called ``name``, or None."""

@@ -120,7 +120,7 @@ def _array_of_tables(root: _Table, name: str) -> list[object]:
 
 def parse(data: dict, *, file: str, source: Path) -> GatewayConfig:
     root = _Table(data, file=file, path="",
-                  known=("server", "pool", "dns", "user", "resource", "policy"))
+                  known=("server", "pool", "dns", "routing", "user", "resource", "policy"))
     if "server" not in data:
         raise ConfigError("missing the [server] table", file=file)
     users = _parse_users(root)
@@ -133,6 +133,7 @@ def parse(data: dict, *, file: str, source: Path) -> GatewayConfig:
         resources=resources,
         policies=_parse_policies(root, users, resources),
         source=source,
+        exclude=_parse_routing(root),
     )
 
 
@@ -316,7 +317,9 @@ def _parse_pool(root: _Table, resources: tuple[Resource, ...]) -> IPv4Network | 
                                "at least one lease (use /30 or larger)")
     for resource in resources:
         for network in resource.networks:
-            if pool.overlaps(network):
+            # A resource around the whole pool (a full tunnel's 0.0.0.0/0, a corporate /8)
+            # is deliberate; a pool over part or all of a resource would hide its hosts.
+            if pool.overlaps(network) and not (pool.subnet_of(network) and pool != network):
                 raise table.error(key, f'pool {pool} overlaps {network} of resource "{resource.name}"')
     return pool
 
@@ -337,3 +340,12 @@ def _parse_dns(root: _Table) -> DnsConfig:
             raise table.error(key, f'"{text}" is not a domain name')
         search.append(text.rstrip("."))
     return DnsConfig(servers=tuple(dict.fromkeys(servers)), search=tuple(dict.fromkeys(search)))
+
+
+def _parse_routing(root: _Table) -> tuple[IPv4Network, ...]:
+    """``[routing] exclude``: the networks clients must keep out of the tunnel."""
+    if "routing" not in root.data:
+        return ()
+    table = _Table(root.data["routing"], file=root.file, path="routing", known=("exclude",))
+    networks = [_parse_network(table, key, text) for key, text in table.items("exclude", str)]
+    return tuple(ipaddress.collapse_addresses(networks))

@@ -41,6 +41,7 @@ class Policy:
     def __init__(self, config: GatewayConfig) -> None:
         self._resources = config.resources
         self._rules = config.policies
+        self._exclude = config.exclude
         self._memo: dict[tuple, Verdict] = {}
 
     def _allowed_resources(self, user: UserConfig) -> tuple[Resource, ...]:
@@ -108,6 +109,12 @@ class Policy:
         """The routes to push to ``user``: their resources' networks, collapsed."""
         networks = [n for r in self._allowed_resources(user) for n in r.networks]
         return tuple(ipaddress.collapse_addresses(networks))
+
+    def exclude_for(self, user: UserConfig) -> tuple[IPv4Network, ...]:
+        """The configured split-exclude networks that overlap ``user``'s routes (the
+        others would mean nothing to that user's client)."""
+        routes = self.networks_for(user)
+        return tuple(n for n in self._exclude if any(n.overlaps(r) for r in routes))
 
 
 def _describe(protocol: str, address: IPv4Address | IPv6Address, port: int | None) -> str:

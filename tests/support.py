@@ -27,6 +27,37 @@ class GatewaySetup:
     """CA, certificate and key."""
 
 
+def write_small_config(folder: pathlib.Path, password_hash: str, extra: str = "") -> pathlib.Path:
+    """A config for one user (alice, group staff, allowed tcp 80 on 10.77.0.0/24) with
+    stand-in TLS files, listening on [::]:8443: enough for check-config. ``extra`` is
+    appended."""
+    (folder / "gw.crt").write_text("cert")
+    (folder / "gw.key").write_text("key")
+    path = folder / "gateway.toml"
+    path.write_text(f"""\
+[server]
+listen = "[::]:8443"
+certificate = "gw.crt"
+private_key = "gw.key"
+
+[[user]]
+name = "alice"
+password = "{password_hash}"
+groups = ["staff"]
+
+[[resource]]
+name = "intranet-web"
+networks = ["10.77.0.0/24"]
+protocols = ["tcp"]
+ports = ["80"]
+
+[[policy]]
+groups = ["staff"]
+allow = ["intranet-web"]
+{extra}""")
+    return path
+
+
 def write_gateway(tmp: pathlib.Path, *, listen: str, hosts: list[str], pool: str | None = "10.200.0.0/24",
                   allowed_networks: list[str], denied_networks: list[str] = (),
                   extra_server: str = "", tcp_ports: list[str] | None = None,

@@ -17,6 +17,8 @@ NEXTHOP_NET = "203.0.113.0/24"
 PUSHED_NET = "203.0.113.0/25"
 """Pushed by the gateway; covers REMOTE_GATEWAY, narrower than NEXTHOP_NET."""
 REMOTE_GATEWAY = "203.0.113.9"
+NEW_ROUTER = "192.0.2.3"
+"""Another router on the client's outer link, for when the network changes."""
 
 # Runs in the client namespace: makes a TUN, then obeys one command a line.
 DRIVER = textwrap.dedent("""
@@ -150,12 +152,53 @@ def test_on_link_gateway_is_pinned_without_a_nexthop(lab, tmp_path):
         driver.do("apply")
         pin = route_to(lab, str(topo.GATEWAY_OUTER))
         assert pin["dev"] == topo.OUTER_IF and "gateway" not in pin
-        assert route_to(lab, "default")["dev"] == driver.tun
+        assert route_to(lab, "0.0.0.0/1")["dev"] == route_to(lab, "128.0.0.0/1")["dev"] == driver.tun
         lab.run(lab.client, ["ping", "-c", "1", "-W", "2", str(topo.GATEWAY_OUTER)])
         driver.do("restore")
-        assert route_to(lab, str(topo.GATEWAY_OUTER)) is None and route_to(lab, "default") is None
+        assert route_to(lab, str(topo.GATEWAY_OUTER)) is None and route_to(lab, "0.0.0.0/1") is None
     finally:
         driver.stop()
+
+
+@pytest.mark.lab
+def test_a_gateway_pin_the_kernel_dropped_is_made_again_along_the_new_way(lab, tmp_path, nexthop):
+    """When the network under the tunnel changes, the kernel drops our pin with the old
+    address or router; the next apply() pins the gateway along the route it has now, not
+    into the TUN that covers it and not along the old way."""
+    driver = Driver(lab, tmp_path, routes=[PUSHED_NET], gateway=REMOTE_GATEWAY)
+    try:
+        driver.do("apply")
+        assert route_to(lab, REMOTE_GATEWAY)["gateway"] == str(topo.GATEWAY_OUTER)
+        lab.run(lab.client, ["ip", "route", "del", f"{REMOTE_GATEWAY}/32"])        # the old way went,
+        lab.run(lab.client, ["ip", "route", "replace", NEXTHOP_NET, "via", NEW_ROUTER])  # a new one came
+        driver.do("apply")
+        pin = route_to(lab, REMOTE_GATEWAY)
+        assert (pin["gateway"], pin["dev"]) == (NEW_ROUTER, topo.OUTER_IF)
+        driver.do("restore")
+        assert route_to(lab, REMOTE_GATEWAY) is None
+    finally:
+        driver.stop()
+
+
+@pytest.mark.lab
+def test_a_full_tunnel_wins_over_the_hosts_default_route_and_leaves_it_be(lab, tmp_path):
+    """0.0.0.0/0 goes in as its two halves: applied beside the host's own default route (a
+    second default would be refused), it takes every address but the pinned gateway's, and
+    restore() leaves the host's default route as it was."""
+    lab.run(lab.client, ["ip", "route", "add", "default", "via", str(topo.GATEWAY_OUTER)])
+    driver = Driver(lab, tmp_path, routes=["0.0.0.0/0"], gateway=str(topo.GATEWAY_OUTER))
+    try:
+        before = routes(lab)
+        driver.do("apply")
+        for address in ("1.2.3.4", "200.0.0.1", str(topo.INTRANET_HOST)):
+            got = lab.run(lab.client, ["ip", "-j", "route", "get", address]).stdout
+            assert json.loads(got)[0]["dev"] == driver.tun, address
+        assert route_to(lab, "default")["gateway"] == str(topo.GATEWAY_OUTER)
+        driver.do("restore")
+        assert routes(lab) == before
+    finally:
+        driver.stop()
+        lab.run(lab.client, ["ip", "route", "del", "default"], check=False)
 
 
 @pytest.mark.lab

@@ -9,7 +9,7 @@ from pathlib import Path
 from gateway_stub.certs import fingerprint_sha256
 from gateway_stub.cli import PROG, main
 from gateway_stub.passwords import hash_password, verify_password
-from tests.support import write_gateway
+from tests.support import write_gateway, write_small_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HASH = hash_password("pw", salt=b"saltsalt", n=16, r=1, p=1)
@@ -23,31 +23,7 @@ def _run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 
 
 def _config(tmp_path: Path, extra: str = "") -> Path:
-    (tmp_path / "gw.crt").write_text("cert")
-    (tmp_path / "gw.key").write_text("key")
-    path = tmp_path / "gateway.toml"
-    path.write_text(f"""\
-[server]
-listen = "[::]:8443"
-certificate = "gw.crt"
-private_key = "gw.key"
-
-[[user]]
-name = "alice"
-password = "{HASH}"
-groups = ["staff"]
-
-[[resource]]
-name = "intranet-web"
-networks = ["10.77.0.0/24"]
-protocols = ["tcp"]
-ports = ["80"]
-
-[[policy]]
-groups = ["staff"]
-allow = ["intranet-web"]
-{extra}""")
-    return path
+    return write_small_config(tmp_path, HASH, extra)
 
 
 def test_hash_password_reads_one_line_from_stdin():
@@ -83,6 +59,16 @@ def test_check_config_warns_of_a_dns_server_a_user_may_not_reach(tmp_path):
     assert result.returncode == 0, result.stderr
     assert ("warning: no policy lets alice reach DNS server 10.77.0.53 on udp 53; it is not pushed to them"
             in result.stdout)
+
+
+def test_check_config_shows_exclude_and_warns_of_one_that_cuts_no_route(tmp_path):
+    """check-config lists the split-exclude networks and names one that overlaps no resource."""
+    routing = '\n[routing]\nexclude = ["10.77.0.128/25", "192.168.0.0/16"]\n'
+    result = _run("check-config", "--config", str(_config(tmp_path, routing)))
+    assert result.returncode == 0, result.stderr
+    assert "kept out of the tunnel: 10.77.0.128/25, 192.168.0.0/16" in result.stdout
+    assert "warning: routing.exclude 192.168.0.0/16 overlaps no resource" in result.stdout
+    assert "routing.exclude 10.77.0.128/25" not in result.stdout
 
 
 def test_check_config_bad_file_exits_2_with_one_line(tmp_path):

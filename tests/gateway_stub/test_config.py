@@ -117,6 +117,23 @@ def test_minimal_config_uses_defaults(tmp_path):
     assert config.server.max_connections_per_source == 256
 
 
+def test_routing_exclude_is_read_and_collapsed(tmp_path):
+    """[routing] exclude lists the networks kept out of the tunnel, merged where they touch."""
+    text = FULL.replace("[dns]", '[routing]\nexclude = ["10.77.0.128/26", "10.77.0.192/26", "192.168.0.0/16"]\n\n[dns]')
+    config = load_config(_write(tmp_path, text))
+    assert config.exclude == (IPv4Network("10.77.0.128/25"), IPv4Network("192.168.0.0/16"))
+    assert load_config(_write(tmp_path, FULL)).exclude == ()
+
+
+def test_a_pool_inside_a_resource_network_is_allowed(tmp_path):
+    """A full tunnel (0.0.0.0/0) or a corporate /8 may hold the pool; the reverse is refused."""
+    for around in ('"0.0.0.0/0"', '"10.0.0.0/8"'):
+        config = load_config(_write(tmp_path, FULL.replace('"10.78.0.9"', around)))
+        assert config.pool == IPv4Network("10.200.0.0/24")
+    message = _error(tmp_path, FULL.replace('"10.78.0.9"', '"10.200.0.0/24"'))
+    assert 'pool.network: pool 10.200.0.0/24 overlaps 10.200.0.0/24 of resource "intranet-web"' in message
+
+
 def test_ipv6_listen_address(tmp_path):
     """[::]:443 is parsed into host :: and port 443."""
     config = load_config(_write(tmp_path, SERVER.replace("0.0.0.0:8443", "[::]:443")))
@@ -182,6 +199,11 @@ def test_syntax_error_reports_file_and_line(tmp_path):
         ('users = ["bob"]', 'users = ["carol"]', 'policy[1].users[0]: unknown user "carol"'),
         ('users = ["bob"]', "groups = []", "policy[1]: needs a non-empty groups or users list"),
         ('[dns]', '[dnss]', "unknown key 'dnss'"),
+        ('[dns]', '[routing]\nexclude = ["10.77.0.128/24"]\n\n[dns]',
+         'routing.exclude[0]: "10.77.0.128/24" has host bits set (did you mean 10.77.0.0/24?)'),
+        ('[dns]', '[routing]\nexclude = "10.77.0.0/24"\n\n[dns]',
+         "routing.exclude: must be an array, not a string"),
+        ('[dns]', '[routing]\nexclud = ["10.77.0.0/24"]\n\n[dns]', "routing: unknown key 'exclud'"),
     ],
 )
 def test_broken_configs_name_key_and_problem(tmp_path, old, new, expected):

@@ -24,7 +24,7 @@ CAROL = UserConfig(name="carol", password_hash="scrypt:x", groups=())
 DAVE = UserConfig(name="dave", password_hash="scrypt:x", groups=("ops", "staff"))
 
 
-def _config() -> GatewayConfig:
+def _config(exclude: tuple[IPv4Network, ...] = ()) -> GatewayConfig:
     resources = (
         Resource(name="web", networks=(IPv4Network("10.77.0.0/24"),), protocols=frozenset({"tcp"}),
                  ports=(PortRange(low=80, high=80), PortRange(low=8000, high=8100))),
@@ -43,7 +43,8 @@ def _config() -> GatewayConfig:
     server = ServerConfig(listen_host="0.0.0.0", listen_port=443,
                           certificate=Path("/c"), private_key=Path("/k"))
     return GatewayConfig(server=server, pool=None, dns=DnsConfig(), users=(ALICE, BOB, CAROL, DAVE),
-                         resources=resources, policies=policies, source=Path("/gateway.toml"))
+                         resources=resources, policies=policies, source=Path("/gateway.toml"),
+                         exclude=exclude)
 
 
 @pytest.fixture
@@ -142,3 +143,12 @@ def test_memoized_verdicts_follow_the_users_groups(policy):
     demoted = UserConfig(name="alice", password_hash="scrypt:x", groups=())
     assert not policy.check(demoted, "tcp", IPv4Address("10.77.0.10"), 80).allowed
     assert policy.check(ALICE, "tcp", IPv4Address("10.77.0.10"), 22).allowed is False
+
+
+def test_exclude_pushed_only_where_it_overlaps_the_users_routes():
+    """A split-exclude network goes to the users whose routes it cuts into, and to no one else."""
+    home, printer = IPv4Network("10.78.0.0/28"), IPv4Network("10.77.0.250/32")
+    policy = Policy(_config(exclude=(home, printer, IPv4Network("192.168.0.0/16"))))
+    assert policy.exclude_for(ALICE) == (printer,)          # web + dns: 10.77.0.0/24
+    assert policy.exclude_for(DAVE) == (home, printer)      # also lab: 10.78.0.0/24
+    assert policy.exclude_for(CAROL) == ()                   # no routes at all
