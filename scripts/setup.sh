@@ -10,8 +10,9 @@ for tool in ip:iproute2 iperf3:iperf3 ping:iputils-ping curl:curl dig:dnsutils d
             wrk:wrk ss:iproute2 openssl:openssl nginx:nginx-light; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
-# Libraries Qt needs for the tray app and its offscreen tests.
-for pkg in libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0; do
+# Libraries Qt needs for the tray app and its offscreen tests; Debian's own Python with
+# pip and venv, which build and install the .deb (tests/test_deb.py).
+for pkg in libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0 python3-pip python3-venv; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
