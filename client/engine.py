@@ -2,20 +2,21 @@
 
 Theory of operation: ``Engine.run`` walks the state table -- connecting,
 authenticating, configuring, connected, disconnecting -- and reports every
-transition. Configuring creates the TUN, asks the ``RouteManager`` to put the
-pushed address in place and to route the pushed networks minus the excluded ones
-(``client.split_routes``) into the TUN (it journals before it changes anything),
-applies the pushed DNS, binds the reflection listeners, puts the in-kernel TCP
-fast path on the TUN when it can (``tcp_fast_path``; one warning line and the
-pure-Python path when it cannot) and hands all that to a ``Datapath``
-(``client.datapath``), which carries the packets from then on and counts them
-(``Engine.stats``; ``Stats`` is importable from here). While connected, a PING
-every ``keepalive`` seconds proves the gateway alive; a lost session is resumed
-on a new TLS connection while the TUN, routes and DNS stay in place (DNS and MTU
-pushed anew are applied). A disconnect logs the session out, over a new connection
-if the link is down, within 2 s. A session that ends for good, a dead peer, a TUN
-device that went away or a stop request all lead through the same teardown, which
-stops the datapath and undoes every host change.
+transition. Configuring hands the pushed config to a ``HostSetup``
+(``client.host_setup``): the TUN, its addresses and the routes of the pushed
+networks minus the excluded ones (journaled before they change anything), the
+pushed DNS, the reflection listeners, the in-kernel TCP fast path when it can
+(``tcp_fast_path``), and the ``Datapath`` (``client.datapath``) that carries the
+packets from then on and counts them (``Engine.stats``; ``Stats`` is importable
+from here). While connected, a PING every ``keepalive`` seconds proves the gateway
+alive, and so does one at once when the network under the tunnel changes or the
+machine wakes (``client.netwatch``); a lost session is resumed on a new TLS
+connection while the TUN, routes and DNS stay in place (routes applied again, DNS
+and MTU pushed anew applied), and a GOAWAY from the gateway moves the session to a
+new connection while the open flows finish on the old one. A disconnect logs the
+session out, over a new connection if the link is down, within 2 s. A session that
+ends for good, a dead peer, a TUN device that went away or a stop request all lead
+through the same teardown, which stops the datapath and undoes every host change.
 """
 
 from __future__ import annotations
@@ -27,19 +28,19 @@ import logging
 import time
 import typing
 
+from client.awaiting import unless_stopped
 from client.bpf.offload import offload_enabled
-from client.datapath import Datapath, Stats
-from client.dns import DnsState, HostDns
-from client.awaiting import off_loop, unless_stopped
+from client.datapath import Stats
+from client.dns import HostDns
 from client.errors import ClientError, HostSetupError, LoginFailed, SessionLost, TrustError
+from client.host_setup import HostSetup, gateway_address
 from client.nethost import NetworkHost
 from client.netwatch import NetWatcher
 from client.prompter import Prompter
-from client.routes import HostRoutes, HostState
-from client.session import ClientConfig, GatewayAddress, GatewaySession, open_session
-from client.split_routes import describe_networks, tunnel_routes
+from client.routes import HostRoutes
+from client.session import GatewayAddress, GatewaySession, open_session
+from client.split_routes import describe_networks
 from client.states import State, check_transition
-from client.tcp_path import bind_listeners
 from client.trust import Trust
 from client.tun import TunDevice
 
@@ -91,9 +92,9 @@ class Engine:
         self.options = options
         self._network = network
         self._password = password
-        self._tun_factory = tun_factory
-        self._routes = routes
-        self._dns = dns
+        self._host = HostSetup(tun_factory=tun_factory, routes=routes, dns=dns,
+                               reflect_network=options.reflect_network,
+                               tcp_fast_path=options.tcp_fast_path)
         self._on_state = on_state
         self._prompter = prompter
         #: The fingerprint the user chose to trust during this connection, if any.
@@ -105,10 +106,6 @@ class Engine:
         self._quick_losses = 0                   # sessions in a row lost within STABLE_AFTER
         self.state = State.DISCONNECTED
         self.session: GatewaySession | None = None
-        self._tun: TunDevice | None = None
-        self._fast_path: typing.Any = None
-        self._datapath: Datapath | None = None
-        self._host_state: HostState | None = None
         self._draining: set[typing.Any] = set()    # links the gateway sent GOAWAY on, finishing
 
     def _set(self, state: State, detail: str = "") -> None:
@@ -121,8 +118,8 @@ class Engine:
     def stats(self) -> Stats:
         """A snapshot of the counters."""
         link = self.session.link if self.session else None
-        if self._datapath is not None:
-            return self._datapath.stats(link)
+        if self._host.datapath is not None:
+            return self._host.datapath.stats(link)
         return Stats(bytes_in=link.bytes_in if link else 0, bytes_out=link.bytes_out if link else 0,
                      open_flows=0, flows_refused=0)
 
@@ -141,14 +138,14 @@ class Engine:
                 self._password = ""  # not needed any more, whatever happened
             if self.session is not None:  # None: stopped while logging in
                 self._set(State.CONFIGURING)
-                self._configure(self.session)
+                self._host.configure(self.session)
                 cfg = self.session.config
                 self._set(State.CONNECTED, "address {} networks {}".format(
                     cfg.address or self._tun_address(), describe_networks(cfg.include, cfg.exclude)))
                 self._up_since = time.monotonic()
                 await self._stay_connected(stop)
         except ClientError as exc:
-            await self._reset_connections()
+            await self._host.reset_connections()
             self._teardown()
             self.failure = exc
             self._set(State.FAILED, str(exc))
@@ -159,7 +156,7 @@ class Engine:
             raise
         self._set(State.DISCONNECTING)
         try:
-            await self._reset_connections()
+            await self._host.reset_connections()
             if self.session is not None:   # over a new connection if the link is down
                 await self.session.logout(self._trust())
         except BaseException:
@@ -208,63 +205,11 @@ class Engine:
     def _tun_address(self) -> ipaddress.IPv4Address:
         return self.options.reflect_network.network_address + 1
 
-    def _configure(self, session: GatewaySession) -> None:
-        cfg = session.config
-        routes = tunnel_routes(cfg.include, cfg.exclude)   # refused before the host is touched
-        net = self.options.reflect_network
-        listen_addr = net.network_address + 1
-        fake_addr = net.network_address + 2
-        try:
-            self._tun = self._tun_factory(cfg.mtu)
-        except OSError as exc:
-            raise HostSetupError(f"cannot create the TUN device: {exc}") from None
-        addresses = [ipaddress.IPv4Interface(f"{listen_addr}/{net.prefixlen}")]
-        if cfg.address is not None:
-            addresses.insert(0, cfg.address)
-        gateway_ip = self._gateway_ip(session)
-        state = HostState(interface=self._tun.name, addresses=tuple(addresses),
-                          routes=routes, gateway=gateway_ip,
-                          preferred_source=cfg.address.ip if cfg.address else None)
-        try:
-            off_loop(self._routes.apply, state)
-        except OSError as exc:
-            raise HostSetupError(f"cannot configure addresses and routes: {exc}") from None
-        self._host_state = state
-        if self._dns is not None and (cfg.dns_servers or cfg.dns_search):
-            try:
-                off_loop(self._dns.apply, DnsState(interface=self._tun.name,
-                                                   servers=cfg.dns_servers, search=cfg.dns_search))
-            except (OSError, ValueError) as exc:
-                raise HostSetupError(f"cannot configure DNS: {exc}") from None
-        try:
-            listeners = bind_listeners(str(listen_addr))
-        except OSError as exc:
-            raise HostSetupError(f"cannot bind the reflection listeners on {listen_addr}: {exc}") from None
-        self._fast_path = self._start_fast_path() if self.options.tcp_fast_path else None
-        self._datapath = Datapath(session, self._tun, listeners, tun_address=listen_addr,
-                                  fake_address=fake_addr, fast_path=self._fast_path)
-        self._datapath.start()
-
-    def _start_fast_path(self) -> typing.Any:
-        """The TUN's in-kernel TCP fast path, or None (logged once) when it is unavailable."""
-        try:
-            fast_path = off_loop(self._tun.tcp_fast_path)
-        except OSError as exc:
-            log.warning("in-kernel TCP fast path unavailable (%s); TCP is reflected in Python", exc)
-            return None
-        log.info("in-kernel TCP fast path on %s", self._tun.name)
-        return fast_path
-
-    @staticmethod
-    def _gateway_ip(session: GatewaySession) -> ipaddress.IPv4Address:
-        peer = session.link.remote_address
-        return ipaddress.IPv4Address(peer[0]) if peer else ipaddress.IPv4Address("0.0.0.0")
-
     async def _stay_connected(self, stop: asyncio.Event) -> None:
         link = self.session.link
         keepalive = self.session.config.keepalive
         stopper = asyncio.ensure_future(stop.wait())
-        tun_lost = self._datapath.tun_lost
+        tun_lost = self._host.datapath.tun_lost
         watcher = await self._watch_network()
         change = asyncio.ensure_future(watcher.changed()) if watcher else asyncio.Future()
         try:
@@ -277,7 +222,7 @@ class Engine:
                 if stopper in done:
                     return
                 if tun_lost in done:
-                    raise HostSetupError(f"the TUN device {self._tun.name} went away "
+                    raise HostSetupError(f"the TUN device {self._host.tun.name} went away "
                                          f"({tun_lost.result()})")
                 why, wait = "a keepalive", self.options.dead_peer_timeout
                 if change in done:   # probe at once, and briefly: an old path answers nothing
@@ -325,7 +270,7 @@ class Engine:
         log.info("the gateway is going away (%s); resuming on a new connection while the "
                  "open flows finish", old.going_away.result().reason or "no reason given")
         before = self.session.config
-        self._refresh_routes()
+        self._host.refresh_routes()
         attempt = await unless_stopped(self.session.resume(self._trust()), stop)
         if attempt is None:
             return False
@@ -340,15 +285,14 @@ class Engine:
             return False
         self._draining.add(old)
         old.closed.add_done_callback(lambda _: self._draining.discard(old))
-        self._apply_changed_dns(before, self.session.config)
-        self._apply_changed_mtu(self.session.config)
+        self._host.apply_resumed(before, self.session.config)
         return True
 
     async def _watch_network(self) -> NetWatcher | None:
         """The watcher of the route to the gateway and of sleep (started once the routes are
         in place, so the gateway's pinned route is part of what it starts from); None when
         the gateway's address is unknown."""
-        gateway = self._gateway_ip(self.session)
+        gateway = gateway_address(self.session)
         if gateway.is_unspecified:
             return None
         return await NetWatcher.open(gateway, host=self._network)
@@ -370,7 +314,7 @@ class Engine:
                 return
             except asyncio.TimeoutError:
                 pass
-            self._refresh_routes()
+            self._host.refresh_routes()
             attempt = await unless_stopped(self.session.resume(trust), stop)
             if attempt is None:
                 return
@@ -383,21 +327,11 @@ class Engine:
             except ClientError as exc:
                 last = str(exc)
                 continue
-            self._apply_changed_dns(before, self.session.config)
-            self._apply_changed_mtu(self.session.config)
+            self._host.apply_resumed(before, self.session.config)
             self._up_since = time.monotonic()
             self._set(State.CONNECTED, "reconnected")
             return
         raise SessionLost(f"{reason}; could not reconnect ({last})")
-
-    def _refresh_routes(self) -> None:
-        """Apply the host state again before a resume: a change of network under the
-        tunnel takes the gateway's pinned route with the old address or router, and the
-        resume would then go into the TUN. Idempotent; a failure is only a warning."""
-        try:
-            off_loop(self._routes.apply, self._host_state)
-        except (OSError, ClientError) as exc:
-            log.warning("cannot refresh the routes before resuming: %s", exc)
 
     def _resume_delays(self) -> tuple[float, ...]:
         """The pauses before each resume attempt. A gateway that accepts each resume and
@@ -410,70 +344,11 @@ class Engine:
             return delays
         return (min(delays[0] * 2 ** self._quick_losses, MAX_FLAP_PAUSE), *delays[1:])
 
-    def _apply_changed_dns(self, before: ClientConfig, now: ClientConfig) -> None:
-        """Put the DNS the gateway pushed on resume in place, if it differs (the address
-        and networks cannot change: ``resume`` refuses that)."""
-        if self._dns is None or (now.dns_servers, now.dns_search) == (before.dns_servers,
-                                                                      before.dns_search):
-            return
-        log.info("the gateway changed the pushed DNS on resume; applying it")
-        try:  # idempotent; an empty state puts the host's own DNS back
-            off_loop(self._dns.apply, DnsState(interface=self._tun.name, servers=now.dns_servers,
-                                               search=now.dns_search))
-        except (OSError, ValueError) as exc:
-            raise HostSetupError(f"cannot configure the DNS pushed on resume: {exc}") from None
-
-    def _apply_changed_mtu(self, now: ClientConfig) -> None:
-        """Give the TUN the MTU the gateway pushed on resume, if it differs. A failure is
-        a warning, not a lost session: the TUN keeps its MTU (tried again at the next resume)."""
-        if now.mtu == self._tun.mtu:
-            return
-        log.info("the gateway changed the MTU on resume; setting %s from %d to %d",
-                 self._tun.name, self._tun.mtu, now.mtu)
-        try:
-            self._tun.set_mtu(now.mtu)
-        except (OSError, ValueError) as exc:
-            log.warning("cannot set the MTU of %s to %d, it stays %d: %s",
-                        self._tun.name, now.mtu, self._tun.mtu, exc)
-
-    async def _reset_connections(self) -> None:
-        """Tell the apps their connections are over, while the TUN still carries that."""
-        if self._datapath is not None:
-            try:
-                await self._datapath.reset_connections()
-            except Exception as exc:  # the teardown that follows must happen all the same
-                log.warning("resetting the open connections failed: %s", exc)
-
     def _teardown(self) -> None:
         """Undo everything; never raises (failures are logged)."""
-        if self._datapath is not None:
-            try:
-                self._datapath.close()
-            except Exception as exc:  # the host changes below must be undone all the same
-                log.warning("closing the packet paths failed: %s", exc)
-            self._datapath = None
+        self._host.stop_datapath()
         if self.session is not None and self.session.link.is_open:
             self.session.link.close("disconnecting")
         for link in list(self._draining):
             link.close("disconnecting")
-        if self._dns is not None:
-            try:
-                off_loop(self._dns.restore)
-            except Exception as exc:  # restore() logs each item itself; this is a last resort
-                log.warning("restoring DNS failed: %s", exc)
-        try:
-            off_loop(self._routes.restore)
-        except Exception as exc:  # restore() logs each item itself; this is a last resort
-            log.warning("restoring routes failed: %s", exc)
-        if self._tun is not None:
-            try:
-                self._tun.close()       # takes the qdisc and the BPF filter with it
-            except OSError as exc:
-                log.warning("closing the TUN device failed: %s", exc)
-            self._tun = None
-        if self._fast_path is not None:
-            try:
-                self._fast_path.close()
-            except OSError as exc:
-                log.warning("closing the in-kernel fast path failed: %s", exc)
-            self._fast_path = None
+        self._host.restore()

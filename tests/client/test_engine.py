@@ -295,7 +295,7 @@ def test_a_failing_packet_path_close_does_not_skip_the_host_restore(tmp_path, mo
         rig = Rig(tmp_path)
         await rig.start()
         await rig.connected()
-        with caplog.at_level(logging.WARNING, logger="client.engine"):
+        with caplog.at_level(logging.WARNING, logger="client.host_setup"):
             await rig.close()
         assert rig.engine.state is State.DISCONNECTED
         assert rig.routes.state is None and rig.routes.restore_count == 1

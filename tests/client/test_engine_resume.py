@@ -277,7 +277,7 @@ def test_an_mtu_pushed_differently_on_resume_is_set_on_the_tun(tmp_path, monkeyp
         await rig.connected()
         assert rig.tun.mtu == 65000
         rig.push(monkeypatch, mtu=1400)
-        with caplog.at_level(logging.INFO, logger="client.engine"):
+        with caplog.at_level(logging.INFO, logger="client.host_setup"):
             rig.engine.session.link.close("test drops the connection")
             await _until(lambda: (State.CONNECTED, "reconnected") in rig.states)
         assert rig.tun.mtu == 1400 and rig.engine.session.config.mtu == 1400
@@ -303,7 +303,7 @@ def test_an_mtu_the_tun_refuses_on_resume_is_a_warning_not_a_lost_session(tmp_pa
         await rig.start()
         await rig.connected()
         rig.push(monkeypatch, mtu=1400)
-        with caplog.at_level(logging.WARNING, logger="client.engine"):
+        with caplog.at_level(logging.WARNING, logger="client.host_setup"):
             rig.engine.session.link.close("test drops the connection")
             await _until(lambda: (State.CONNECTED, "reconnected") in rig.states or rig.task.done())
             await asyncio.sleep(0.2)
