@@ -13,7 +13,9 @@ stream's target. While the gateway does not take what a stream queues,
 further requests are dropped (as a congested network would). A stream that
 ends or is reset (a 2xx that ended it, a refusal above a GOAWAY's last stream
 id) is forgotten, and the next request opens a new one on the session's link of
-then; each stream talks to the link it was opened on.
+then; each stream talks to the link it was opened on. Once the session has a new
+link, a target whose stream's link is going away (GOAWAY) gets a new stream there
+with its next request, and the old one is reset (a reply still on its way is lost).
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ class IcmpPath:
         if request is None:
             return
         stream = self._streams.get(request.target)
+        if stream is not None and not stream.link.can_open and self.session.link.can_open:
+            self._forget(stream, reset=stream.link.is_open)   # its link goes away: move on
+            stream = None
         if stream is None:
             stream = _EchoStream(self, request.target)
             if not stream.link.can_open:

@@ -12,7 +12,9 @@ the gateway relays one. A stream the gateway ends with its 2xx closes its flow
 at once. A stream it refused unprocessed (REFUSED_STREAM, as above a GOAWAY's
 last stream id) closes its flow without a word: the datagram is lost, and the
 app's next one opens a stream on the session's link of then. Each stream
-talks to the link it was opened on, not the session's current one.
+talks to the link it was opened on, not the session's current one; a flow whose
+link is going away (GOAWAY) moves to a new stream on the session's new link with
+its next datagram.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class _UdpStream:
         self.path = path
         self.link = path.session.link
         self.flow_id = flow_id
+        self.target = ""
+        """``address/port`` of the flow's destination, as in the connect-udp path."""
         self.stream_id = 0
         self.answered = False
         self.parser = CapsuleParser()
@@ -123,21 +127,38 @@ class UdpPath:
                 # idling out) after the resume.
                 self.flows.close(event.flow_id)
                 return
-            target = event.key.target
-            stream.stream_id = link.open(
-                self.session.extended_connect_headers(
-                    "connect-udp", f"/.well-known/masque/udp/{target.address}/{target.port}/"),
-                stream)
-            self._streams[event.flow_id] = stream
+            stream.target = f"{event.key.target.address}/{event.key.target.port}"
+            self._open(stream)
             self._batch[stream] = [encode_datagram(event.first_payload)]
         elif isinstance(event, UdpDatagram):
             stream = self._streams.get(event.flow_id)
+            if stream is not None and not stream.link.can_open and self.session.link.can_open:
+                stream = self._move(stream)
             if stream is None or not stream.link.is_open:
                 return
             if stream.link.buffered(stream.stream_id) > BACKLOG:
                 self.dropped += 1
                 return
             self._batch.setdefault(stream, []).append(encode_datagram(event.payload))
+
+    def _open(self, stream: _UdpStream) -> None:
+        stream.stream_id = stream.link.open(self.session.extended_connect_headers(
+            "connect-udp", f"/.well-known/masque/udp/{stream.target}/"), stream)
+        self._streams[stream.flow_id] = stream
+
+    def _move(self, old: _UdpStream) -> _UdpStream:
+        """The flow of ``old``, whose link is going away (GOAWAY), on a new stream on the
+        session's link of now: a call or a game goes on there instead of holding the old
+        connection open until it idles out. The old stream is reset."""
+        if old.link.is_open:
+            old.link.reset(old.stream_id)
+        stream = _UdpStream(self, old.flow_id)
+        stream.target = old.target
+        self._open(stream)
+        pending = self._batch.pop(old, None)
+        if pending:
+            self._batch[stream] = pending
+        return stream
 
     def after_batch(self) -> None:
         """Send the datagrams of the last batch of packets, one DATA frame per flow."""
@@ -160,15 +181,18 @@ class UdpPath:
             self._tun_write(packet)
 
     def _refused(self, stream: _UdpStream, status: int, proxy_status: str = "") -> None:
-        self._streams.pop(stream.flow_id, None)
+        if self._streams.get(stream.flow_id) is not stream:
+            return      # a stream the flow has left (moved to a new link)
+        self._streams.pop(stream.flow_id)
         stream.link.unregister(stream.stream_id)
         packet = self.flows.refused(stream.flow_id, _CODES[refusal_for(status, proxy_status)])
         if packet is not None:
             self._tun_write(packet)
 
     def _close(self, stream: _UdpStream, *, reset: bool) -> None:
-        if self._streams.pop(stream.flow_id, None) is None:
-            return
+        if self._streams.get(stream.flow_id) is not stream:
+            return      # closed already, or a stream the flow has left (moved to a new link)
+        self._streams.pop(stream.flow_id)
         if reset:
             stream.link.reset(stream.stream_id)
         else:

@@ -74,6 +74,25 @@ def test_requests_are_dropped_while_the_stream_is_backed_up():
     assert len(session.link.datagrams(1)) == 1 and icmp.dropped == 1
 
 
+def test_a_target_moves_to_the_new_link_when_its_link_goes_away():
+    """After a GOAWAY the pings keep to the old stream until the session has a new link;
+    then the next one opens a stream there (the old one is reset) and its reply arrives."""
+    icmp, session, written = path()
+    icmp.on_packet(icmp_packet(src=A, dst=D, seq=1), 0.0)
+    old = session.link
+    old.deliver_response(1, 200)
+    old.goaway_received = True
+    icmp.on_packet(icmp_packet(src=A, dst=D, seq=2), 1.0)
+    assert len(old.datagrams(1)) == 2
+    session.link = new = type(old)()
+    request = icmp_packet(src=A, dst=D, seq=3)
+    icmp.on_packet(request, 2.0)
+    assert 1 in old.reset_ids and new.datagrams(1) == [request]
+    new.deliver_response(1, 200)
+    new.deliver_data(1, encode_datagram(icmp_packet(src=D, dst=A, icmp_type=0, seq=3)))
+    assert len(written) == 1
+
+
 def test_a_stream_the_gateway_ends_is_closed_on_our_side_too():
     """When the gateway ends the stream, the client ends its half and opens a new one on the next ping."""
     icmp, session, _ = path()

@@ -61,6 +61,30 @@ def test_streams_lost_with_the_connection_are_reopened_on_demand():
     assert resumed.datagrams(1) == [b"two"]
 
 
+def test_a_flow_moves_to_the_new_link_when_its_link_goes_away():
+    """After a GOAWAY, once the session has a new link, the flow's next datagram goes out on
+    a new stream there and the old stream is reset; replies on the new stream reach the app,
+    and the flow stays one flow."""
+    udp, session, written = path()
+    udp.on_packet(app(b"one"), 0.0)
+    udp.after_batch()
+    old = session.link
+    old.deliver_response(1, 200)
+    old.goaway_received = True
+    udp.on_packet(app(b"two"), 1.0)            # no new link yet: still the old stream
+    udp.after_batch()
+    assert old.datagrams(1) == [b"one", b"two"]
+    session.link = new = type(old)()
+    udp.on_packet(app(b"three"), 2.0)
+    udp.after_batch()
+    assert 1 in old.reset_ids and new.datagrams(1) == [b"three"]
+    assert (":path", f"/.well-known/masque/udp/{D}/7007/") in new.requests[1]
+    new.deliver_response(1, 200)
+    new.deliver_data(1, encode_datagram(b"reply"))
+    assert written and written[-1].endswith(b"reply")
+    assert udp.open_flows == 1 and udp.flows.stats.flows_active == 1
+
+
 def test_a_stream_the_gateway_ends_is_closed_on_our_side_too():
     """When the gateway ends a flow's stream, the client ends its half as well (so the stream
     frees its slot) and forgets the flow; the app's next datagram opens a new stream."""
