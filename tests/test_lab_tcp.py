@@ -289,6 +289,54 @@ def test_gateway_killed_mid_session_ends_client_cleanly(lab, tmp_path):
     assert host_snapshot(lab) == before
 
 
+TRICKLE_SERVER = textwrap.dedent("""
+    import socket, sys, time
+    srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
+    print("listening", flush=True)
+    conn, _ = srv.accept()
+    for _ in range(25):                        # 25 x 64 KiB over 2.5 s
+        conn.sendall(bytes(65536))
+        time.sleep(0.1)
+    conn.close()
+""")
+
+COUNTING_CLIENT = textwrap.dedent("""
+    import socket, sys
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+    total = 0
+    while chunk := s.recv(65536):
+        total += len(chunk)
+    print(total, flush=True)
+""")
+
+
+def test_a_gateway_shutting_down_lets_a_download_under_way_finish(lab, tmp_path):
+    """SIGTERM to the gateway in the middle of a download: it sends GOAWAY and lets the
+    open stream finish (within its 5 s grace) before it exits, so the app gets every
+    byte; the client then finds the gateway gone, says so, and restores the host."""
+    tunnel = Tunnel(lab=lab, workdir=tmp_path, port=8446)
+    tunnel.start_gateway()
+    server = lab.popen_python(lab.intranet, TRICKLE_SERVER, str(topo.INTRANET_HOST), "9050",
+                              stdout=subprocess.PIPE, text=True)
+    assert server.stdout.readline().strip() == "listening"
+    before = host_snapshot(lab)
+    client = tunnel.connect()
+    try:
+        download = lab.popen_python(lab.client, COUNTING_CLIENT, str(topo.INTRANET_HOST), "9050",
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        assert download.poll() is None                 # still under way
+        tunnel.stop_gateway()                          # SIGTERM; waits for the gateway to exit
+        out, err = download.communicate(timeout=20)
+        assert (download.returncode, out.strip()) == (0, str(25 * 65536)), err
+        assert client.wait_exit() == 1, client.output()
+        assert "gateway" in client.output()
+    finally:
+        client.stop()
+        server.kill()
+    assert host_snapshot(lab) == before
+
+
 def test_kill_9_of_client_is_undone_at_next_start(lab, tmp_path):
     """A route covering the gateway forces a pinned host route; after kill -9 the next start removes it."""
     tunnel = Tunnel(lab=lab, workdir=tmp_path, port=8445)
