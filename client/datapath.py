@@ -6,7 +6,9 @@ the bound reflection listeners and the in-kernel TCP fast path (or None) to a
 through the reflector, UDP through the flow table, ICMP echo. ``start()``
 watches the TUN on the event loop. Each time it is readable, up to 512 packets
 are read and handed by IP protocol to their path with one ``now`` for the
-batch; anything that is not IPv4 is counted and dropped. After the batch the
+batch; anything that is not IPv4 is counted and dropped (while a full tunnel
+blocks IPv6, an IPv6 packet first gets an ICMPv6 "administratively prohibited"
+answer written back: see ``client.ipv6_block``). After the batch the
 TCP path opens streams for the SYNs it saw and the UDP path sends what it
 gathered. A TUN that can no longer be read (its device was deleted: the
 descriptor stays readable and every read fails) is no longer watched, and
@@ -29,6 +31,7 @@ import typing
 
 from client.icmp_echo import IcmpEcho
 from client.icmp_path import IcmpPath
+from client.ipv6_block import Ipv6Refusal
 from client.reflector import Reflector
 from client.session import GatewaySession
 from client.tcp_path import TcpPath
@@ -73,7 +76,7 @@ class Datapath:
     def __init__(self, session: GatewaySession, tun: TunDevice,
                  listeners: typing.Sequence[socket.socket], *,
                  tun_address: ipaddress.IPv4Address, fake_address: ipaddress.IPv4Address,
-                 fast_path: typing.Any = None) -> None:
+                 fast_path: typing.Any = None, refuse_ipv6: bool = False) -> None:
         self._tun = tun
         self._fast_path = fast_path
         reflector = Reflector(tun_address=tun_address, fake_address=fake_address,
@@ -84,7 +87,9 @@ class Datapath:
         self._udp = UdpPath(session, UdpFlows(), tun.write)
         self._icmp = IcmpPath(session, IcmpEcho(), tun.write)
         self.dropped_not_ipv4 = 0
-        """Packets read from the TUN that were not IPv4."""
+        """Packets read from the TUN that were not IPv4 (refused IPv6 ones included)."""
+        self.ipv6_refusal = Ipv6Refusal() if refuse_ipv6 else None
+        """With ``refuse_ipv6``: answers IPv6 packets (and counts them); None otherwise."""
         self.tun_lost: asyncio.Future[str] | None = None
         """Once started: done, with the error, when the TUN can no longer be read."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -157,7 +162,7 @@ class Datapath:
             if packet is None:
                 break
             if len(packet) < 20 or packet[0] >> 4 != 4:
-                self.dropped_not_ipv4 += 1
+                self._not_ipv4(packet, now)
                 continue
             protocol = packet[9]
             if protocol == 6:
@@ -168,6 +173,14 @@ class Datapath:
                 icmp.on_packet(packet, now)
         tcp.after_batch()
         udp.after_batch()
+
+    def _not_ipv4(self, packet: bytes, now: float) -> None:
+        """Drop a packet that is not IPv4, answering it first if it is IPv6 being refused."""
+        self.dropped_not_ipv4 += 1
+        if self.ipv6_refusal is not None:
+            reply = self.ipv6_refusal.answer(packet, now)
+            if reply is not None:
+                self._tun.write(reply)
 
     async def _tick(self) -> None:
         while True:

@@ -6,7 +6,11 @@ the TUN with the pushed MTU, has the ``RouteManager`` put the TUN's addresses
 and the routes in place (it journals before it changes anything), applies the
 pushed DNS, binds the reflection listeners, puts the in-kernel TCP fast path on
 the TUN when it can (one warning line and the pure-Python path when it cannot)
-and starts the ``Datapath`` that carries the packets from then on. On a resume,
+and starts the ``Datapath`` that carries the packets from then on. A full tunnel (an
+included network of prefix length 0, excluded networks or not: those are IPv4 and
+say nothing of IPv6) blocks IPv6 too, as IPv6 is not tunnelled and would otherwise
+leave by the host's own routes: the routes send it into the TUN and the datapath
+refuses it there (``block_ipv6``). On a resume,
 ``refresh_routes`` applies the same host state again (a new network under the
 tunnel may have taken the gateway's pinned route) and ``apply_resumed`` puts a
 changed DNS or MTU in place. ``stop_datapath`` then ``restore`` undo it all, in
@@ -30,7 +34,7 @@ from client.split_routes import tunnel_routes
 from client.tcp_path import bind_listeners
 from client.tun import TunDevice
 
-__all__ = ["HostSetup", "gateway_address"]
+__all__ = ["HostSetup", "gateway_address", "is_full_tunnel"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,12 @@ def gateway_address(session: GatewaySession) -> ipaddress.IPv4Address:
     """The gateway's address as the session's connection reached it (0.0.0.0 if unknown)."""
     peer = session.link.remote_address
     return ipaddress.IPv4Address(peer[0]) if peer else ipaddress.IPv4Address("0.0.0.0")
+
+
+def is_full_tunnel(include: typing.Iterable[ipaddress.IPv4Network]) -> bool:
+    """Whether the pushed networks take everything (one of them is 0.0.0.0/0), whatever
+    is excluded from them: then IPv6, which is not tunnelled, is blocked."""
+    return any(net.prefixlen == 0 for net in include)
 
 
 class HostSetup:
@@ -77,7 +87,8 @@ class HostSetup:
             addresses.insert(0, cfg.address)
         state = HostState(interface=self.tun.name, addresses=tuple(addresses), routes=routes,
                           gateway=gateway_address(session),
-                          preferred_source=cfg.address.ip if cfg.address else None)
+                          preferred_source=cfg.address.ip if cfg.address else None,
+                          block_ipv6=is_full_tunnel(cfg.include))
         try:
             off_loop(self._routes.apply, state)
         except OSError as exc:
@@ -95,7 +106,8 @@ class HostSetup:
             raise HostSetupError(f"cannot bind the reflection listeners on {listen_addr}: {exc}") from None
         self._fast_path = self._start_fast_path() if self._tcp_fast_path else None
         self.datapath = Datapath(session, self.tun, listeners, tun_address=listen_addr,
-                                 fake_address=fake_addr, fast_path=self._fast_path)
+                                 fake_address=fake_addr, fast_path=self._fast_path,
+                                 refuse_ipv6=state.block_ipv6)
         self.datapath.start()
 
     def _start_fast_path(self) -> typing.Any:

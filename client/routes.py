@@ -14,6 +14,12 @@ The gateway host route is learned with a route lookup *before* any pushed
 route goes in, so it points where the gateway's traffic went before the tunnel
 (otherwise the TLS session itself would be routed into the TUN).
 
+A full tunnel blocks IPv6 (``HostState.block_ipv6``): IPv6 is not tunnelled, so
+the manager routes ::/1 and 8000::/1 into the TUN, where the datapath refuses
+it. Longer than any IPv6 default route, they take everything but on-link and
+more specific networks, as the IPv4 halves do; they are journaled like the
+rest. A host with IPv6 off has nothing to leak and gets no IPv6 routes.
+
 pyroute2 is used only in this module. `MemoryRoutes` is the fake for engine
 tests.
 """
@@ -30,13 +36,13 @@ import typing
 
 from client.errors import HostSetupError
 from client.journal import Journal
+from client.route_items import add, describe, exists, index_of, key, undo, undo_all
+from client.tun import IPV6_CONF, enable_ipv6
 
-__all__ = ["HostState", "HostRoutes", "RouteManager", "MemoryRoutes"]
+__all__ = ["HostState", "HostRoutes", "RouteManager", "MemoryRoutes", "IPV6_HALVES"]
 
 log = logging.getLogger(__name__)
 
-# Undo errors meaning "the thing is not there any more": not a failure.
-_GONE = {errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENOENT}
 _RTN_UNICAST = 1
 
 
@@ -54,6 +60,8 @@ class HostState:
     """The gateway's outer address; pinned with a host route if a route covers it."""
     preferred_source: ipaddress.IPv4Address | None = None
     """Source address for the pushed routes (the pool address when pools are on)."""
+    block_ipv6: bool = False
+    """Route all of IPv6 into the TUN (a full tunnel: IPv6 must not leave by other routes)."""
 
     def __post_init__(self) -> None:
         if not self.interface or len(self.interface) > 15:
@@ -63,6 +71,7 @@ class HostState:
         object.__setattr__(self, "gateway", ipaddress.IPv4Address(self.gateway))
         if self.preferred_source is not None:
             object.__setattr__(self, "preferred_source", ipaddress.IPv4Address(self.preferred_source))
+        object.__setattr__(self, "block_ipv6", bool(self.block_ipv6))
 
     @property
     def gateway_covered(self) -> bool:
@@ -89,26 +98,17 @@ def _installable(routes: tuple[ipaddress.IPv4Network, ...]) -> list[ipaddress.IP
     return [half for net in routes for half in (_HALVES if net.prefixlen == 0 else (net,))]
 
 
-def _key(item: dict) -> tuple:
-    if item["kind"] == "address":
-        return ("address", item["interface"], item["address"])
-    return ("route", item["dst"], item["interface"], item.get("gateway"), item.get("prefsrc"))
-
-
-def _describe(item: dict) -> str:
-    if item["kind"] == "address":
-        return f"address {item['address']} on {item['interface']}"
-    via = f" via {item['gateway']}" if item.get("gateway") else ""
-    src = f" src {item['prefsrc']}" if item.get("prefsrc") else ""
-    return f"route {item['dst']}{via} dev {item['interface']}{src}"
+#: All of IPv6 in two halves, longer than any IPv6 default route (see _installable).
+IPV6_HALVES = ("::/1", "8000::/1")
 
 
 class RouteManager:
     """Applies a `HostState` with pyroute2 and can always put the host back."""
 
-    def __init__(self, journal_path: pathlib.Path) -> None:
+    def __init__(self, journal_path: pathlib.Path, *, ipv6_conf: pathlib.Path = IPV6_CONF) -> None:
         self._journal = Journal(journal_path, what="route")
         self._items: list[dict] = []
+        self._ipv6_conf = ipv6_conf
 
     @property
     def journal_path(self) -> pathlib.Path:
@@ -123,7 +123,7 @@ class RouteManager:
             self._adopt_journal()
         try:
             with IPRoute() as ipr:
-                tun = self._index(ipr, state.interface)
+                tun = index_of(ipr, state.interface)
                 if tun is None:
                     raise HostSetupError(f"interface {state.interface} does not exist")
                 desired = [{"kind": "address", "interface": state.interface, "address": str(a)}
@@ -135,10 +135,11 @@ class RouteManager:
                 src = str(state.preferred_source) if state.preferred_source else None
                 desired += [{"kind": "route", "dst": str(net), "interface": state.interface, "prefsrc": src}
                             for net in _installable(state.routes)]
-                wanted = {_key(i) for i in desired}
+                desired += self._ipv6_block(state)
+                wanted = {key(i) for i in desired}
                 for item in reversed(list(self._items)):
-                    if _key(item) not in wanted:
-                        _undo(ipr, item)
+                    if key(item) not in wanted:
+                        undo(ipr, item)
                         self._items.remove(item)
                         self._journal.write(self._items)
                 for item in desired:
@@ -158,7 +159,7 @@ class RouteManager:
             else:
                 return
         with IPRoute() as ipr:
-            _undo_all(ipr, self._items, self._journal)
+            undo_all(ipr, self._items, self._journal)
         self._items = []
 
     @staticmethod
@@ -171,10 +172,25 @@ class RouteManager:
         if items is None:
             return False
         with IPRoute() as ipr:
-            _undo_all(ipr, items, journal)
+            undo_all(ipr, items, journal)
         return True
 
     # -- internals ---------------------------------------------------------
+
+    def _ipv6_block(self, state: HostState) -> list[dict]:
+        """The routes taking all of IPv6 into the TUN, when ``state`` blocks it and the
+        host has IPv6; raises HostSetupError when the TUN cannot take them."""
+        if not state.block_ipv6:
+            return []
+        try:
+            usable = enable_ipv6(state.interface, self._ipv6_conf)
+        except OSError as exc:
+            raise HostSetupError(f"cannot block IPv6 on {state.interface}: {exc}") from None
+        if not usable:
+            log.info("IPv6 is off on this host: nothing to block")
+            return []
+        return [{"kind": "route", "dst": dst, "interface": state.interface, "prefsrc": None}
+                for dst in IPV6_HALVES]
 
     def _owned_by_us(self) -> bool:
         try:
@@ -191,16 +207,11 @@ class RouteManager:
         else:
             log.warning("undid host changes left by a previous run before applying")
 
-    @staticmethod
-    def _index(ipr, name: str) -> int | None:
-        found = ipr.link_lookup(ifname=name)
-        return found[0] if found else None
-
     def _gateway_pin(self, ipr, state: HostState, tun: int) -> dict | None:
         dst = f"{state.gateway}/32"
         for item in self._items:
             if item.get("role") == "gateway" and item["dst"] == dst:
-                if _exists(ipr, item):
+                if exists(ipr, item):
                     return item  # still pinned; a fresh lookup would only find our own pin
                 # The kernel dropped it with the address or link it went through (a new
                 # network): the lookup would now find our own routes, so ask the table.
@@ -244,96 +255,28 @@ class RouteManager:
     def _ensure(self, ipr, item: dict) -> None:
         from pyroute2.netlink.exceptions import NetlinkError
 
-        owned = any(_key(i) == _key(item) for i in self._items)
-        if not owned and _exists(ipr, item):
+        owned = any(key(i) == key(item) for i in self._items)
+        if not owned and exists(ipr, item):
             # Someone else's: never write it down, or a crash before the add
             # below fails would have recovery remove a route we do not own.
-            log.info("%s was already there; leaving it to its owner", _describe(item))
+            log.info("%s was already there; leaving it to its owner", describe(item))
             return
         if not owned:
             self._journal.write([*self._items, item])  # write down first, then change
             self._items.append(item)
         try:
-            _add(ipr, item)
-            log.info("added %s", _describe(item))
+            add(ipr, item)
+            log.info("added %s", describe(item))
         except NetlinkError as exc:
             if exc.code == errno.EEXIST and owned:
                 return
             if not owned:
                 self._items.remove(item)
                 self._journal.write(self._items)
-            if exc.code == errno.EEXIST and _exists(ipr, item):
-                log.info("%s was already there; leaving it to its owner", _describe(item))
+            if exc.code == errno.EEXIST and exists(ipr, item):
+                log.info("%s was already there; leaving it to its owner", describe(item))
                 return
-            raise HostSetupError(f"cannot add {_describe(item)}: {exc.args[-1]}") from None
-
-
-def _args(ipr, item: dict) -> dict | None:
-    index = RouteManager._index(ipr, item["interface"])
-    if index is None:
-        return None
-    if item["kind"] == "address":
-        iface = ipaddress.IPv4Interface(item["address"])
-        return {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
-    args = {"dst": item["dst"], "oif": index}
-    if item.get("gateway"):
-        args["gateway"] = item["gateway"]
-    if item.get("prefsrc"):
-        args["prefsrc"] = item["prefsrc"]
-    return args
-
-
-def _add(ipr, item: dict) -> None:
-    args = _args(ipr, item)
-    if args is None:
-        raise HostSetupError(f"interface {item['interface']} disappeared")
-    if item["kind"] == "address":
-        ipr.addr("add", **args)
-    else:
-        ipr.route("add", **args)
-
-
-def _exists(ipr, item: dict) -> bool:
-    """Whether an equivalent address or route is present (someone else's)."""
-    args = _args(ipr, item)
-    if args is None:
-        return False
-    if item["kind"] == "address":
-        return any(a.get("IFA_ADDRESS") == args["address"] and a.get("prefixlen") == args["prefixlen"]
-                   for a in ipr.get_addr(index=args["index"]))
-    net = ipaddress.IPv4Network(item["dst"])
-    for r in ipr.get_routes(family=2, table=254):
-        if (r.get("dst_len") == net.prefixlen and r.get("RTA_DST", "0.0.0.0") == str(net.network_address)
-                and r.get("RTA_OIF") == args["oif"] and r.get("RTA_GATEWAY") == args.get("gateway")):
-            return True
-    return False
-
-
-def _undo(ipr, item: dict) -> None:
-    """Remove one item; raises on failure, returns quietly if it is already gone."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    args = _args(ipr, item)
-    if args is None:
-        log.info("%s already gone (no interface)", _describe(item))
-        return
-    try:
-        if item["kind"] == "address":
-            ipr.addr("del", **args)
-        else:
-            # proto 0 and scope "nowhere" match any protocol and scope, as `ip route del` does.
-            ipr.route("del", proto=0, scope=255, **args)
-    except NetlinkError as exc:
-        if exc.code in _GONE:
-            log.info("%s already gone", _describe(item))
-            return
-        raise
-    log.info("removed %s", _describe(item))
-
-
-def _undo_all(ipr, items: list[dict], journal: Journal) -> None:
-    """Undo items newest first; log each failure at WARNING and carry on."""
-    journal.undo(items, lambda item: _undo(ipr, item))
+            raise HostSetupError(f"cannot add {describe(item)}: {exc.args[-1]}") from None
 
 
 class MemoryRoutes:

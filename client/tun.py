@@ -13,6 +13,13 @@ returns None.
 ``tcp_fast_path()`` offers the in-kernel rewriter for established TCP flows
 (``client.bpf``): the kernel device loads and attaches the eBPF program; the
 fake hands out the offload it was given (none by default).
+
+IPv6 is not tunnelled, but a full tunnel routes it into the TUN to refuse it
+there. So the kernel device comes up with IPv6 quiet: no link-local address, no
+router solicitations, no autoconfiguration (set before it is up, so it never
+says a word on its own), and ``enable_ipv6`` lets it take IPv6 routes when the
+host has IPv6 at all. All of these are the device's own settings, which go
+with it.
 """
 
 from __future__ import annotations
@@ -20,10 +27,19 @@ from __future__ import annotations
 import collections
 import errno
 import fcntl
+import logging
 import os
+import pathlib
 import typing
 
-__all__ = ["TunDevice", "KernelTun", "MemoryTun"]
+__all__ = ["TunDevice", "KernelTun", "MemoryTun", "IPV6_CONF", "enable_ipv6"]
+
+log = logging.getLogger(__name__)
+
+#: The kernel's per-interface IPv6 settings (absent when the host has no IPv6 at all).
+IPV6_CONF = pathlib.Path("/proc/sys/net/ipv6/conf")
+# addr_gen_mode 1 is "none": no link-local address, hence no DAD, no router solicitation.
+_QUIET_IPV6 = {"addr_gen_mode": "1", "accept_ra": "0", "autoconf": "0"}
 
 # Slack above the MTU for one read: with IFF_NO_PI the kernel never hands out
 # more than the MTU, but a larger buffer costs nothing and avoids truncation if
@@ -34,6 +50,45 @@ _READ_SLACK = 256
 def _check_mtu(mtu: int) -> None:
     if not 68 <= mtu <= 65535:
         raise ValueError(f"TUN MTU must be within 68..65535, not {mtu}")
+
+
+def _quiet_ipv6(name: str, conf: pathlib.Path = IPV6_CONF) -> None:
+    """No IPv6 address or autoconfiguration on the (still down) device ``name``; a
+    failure is a warning (the device works all the same, only chattier)."""
+    if not (conf / name).is_dir():
+        return                          # no IPv6 on this host or device
+    try:
+        for key, value in _QUIET_IPV6.items():
+            (conf / name / key).write_text(value)
+    except OSError as exc:
+        log.warning("cannot turn off IPv6 autoconfiguration on %s: %s", name, exc)
+
+
+def enable_ipv6(name: str, conf: pathlib.Path = IPV6_CONF) -> bool:
+    """Let the device ``name`` carry IPv6 routes: True when it can (its own disable_ipv6
+    is cleared if set; that setting goes with the device), False when the host has IPv6
+    off (no IPv6 at all, or disabled for new interfaces and on every existing one but
+    loopback): then there is no IPv6 to route. Raises OSError when the host has IPv6 but
+    the device cannot take it."""
+    if not conf.is_dir() or _host_ipv6_off(name, conf):
+        return False
+    if not (conf / name).is_dir():
+        raise OSError(errno.ENODEV, f"{name} has no IPv6 (is its MTU below 1280?)")
+    setting = conf / name / "disable_ipv6"
+    if setting.read_text().strip() != "0":
+        setting.write_text("0")
+    return True
+
+
+def _host_ipv6_off(name: str, conf: pathlib.Path) -> bool:
+    """IPv6 disabled for new interfaces and on all but loopback and ``name``."""
+    def disabled(entry: str) -> bool:
+        try:
+            return (conf / entry / "disable_ipv6").read_text().strip() != "0"
+        except OSError:                 # the interface went away meanwhile
+            return True
+    others = [p.name for p in conf.iterdir() if p.name not in ("all", "default", "lo", name)]
+    return disabled("default") and all(disabled(other) for other in others)
 
 
 class TunDevice(typing.Protocol):
@@ -79,6 +134,7 @@ class KernelTun:
         try:
             self._dev.persist(False)
             self._dev.mtu = mtu
+            _quiet_ipv6(self._dev.name)
             self._dev.up()
             fd = self._dev.fileno()
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)

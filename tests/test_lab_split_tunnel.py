@@ -16,27 +16,16 @@ import pytest
 
 from tests.lab import servers
 from tests.lab import topology as topo
-from tests.lab.tunnel import Tunnel, host_snapshot
+from tests.lab.tunnel import FULL_TUNNEL, Tunnel, host_snapshot
 
 pytestmark = pytest.mark.lab
-
-EVERYTHING = """
-[[resource]]
-name = "everything"
-networks = ["0.0.0.0/0"]
-protocols = ["tcp", "icmp"]
-
-[[policy]]
-groups = ["staff"]
-allow = ["everything"]
-"""
 
 
 @pytest.fixture(scope="module")
 def site(lab, tmp_path_factory):
     """A routing gateway namespace, the client's default route through it, two web servers."""
     tunnel = Tunnel(lab=lab, workdir=tmp_path_factory.mktemp("tunnel"))
-    tunnel.start_gateway(resources=EVERYTHING,
+    tunnel.start_gateway(resources=FULL_TUNNEL,
                          extra=f'\n[routing]\nexclude = ["{topo.INTRANET_HOST2}/32"]\n')
     topo.set_forwarding(lab, True)
     lab.run(lab.client, ["ip", "route", "add", "default", "via", str(topo.GATEWAY_OUTER)])

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from client.tun import MemoryTun
+from client.tun import MemoryTun, enable_ipv6
 
 
 def test_memory_tun_reads_injected_packets_in_order():
@@ -106,3 +106,62 @@ def test_kernel_tun_is_up_with_the_mtu_and_vanishes_on_close(lab):
         print(link["mtu"], "UP" in link["flags"], gone)
     """)
     assert lab.run_python(lab.client, source).stdout.split() == ["9000", "True", "True"]
+
+
+def _ipv6_conf(root, **disabled):
+    """A stand-in for /proc/sys/net/ipv6/conf: ``name=flag`` gives each entry's disable_ipv6."""
+    for name, flag in disabled.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "disable_ipv6").write_text(f"{int(flag)}\n")
+    return root
+
+
+def test_enable_ipv6_clears_the_tuns_own_switch_when_the_host_has_ipv6(tmp_path):
+    """A TUN born with IPv6 disabled (the default for new interfaces) gets it enabled when
+    another interface has IPv6; nothing but the TUN's setting is written."""
+    conf = _ipv6_conf(tmp_path, all=0, default=1, lo=0, eth0=0, tg0=1)
+    assert enable_ipv6("tg0", conf)
+    assert (conf / "tg0" / "disable_ipv6").read_text() == "0"
+    assert [(conf / n / "disable_ipv6").read_text() for n in ("all", "default", "eth0")] == \
+        ["0\n", "1\n", "0\n"]
+
+
+@pytest.mark.parametrize("layout", [
+    pytest.param(None, id="no-ipv6-stack"),
+    pytest.param(dict(all=1, default=1, lo=1, eth0=1, tg0=1), id="all-disabled"),
+    pytest.param(dict(all=0, default=1, lo=0, eth0=1, wlan0=1, tg0=1), id="disabled-but-loopback"),
+])
+def test_enable_ipv6_reports_a_host_without_ipv6_and_changes_nothing(tmp_path, layout):
+    """No IPv6 stack, or IPv6 off for new interfaces and every one but loopback: False
+    (nothing to leak), and the TUN's own setting is left as it is."""
+    conf = _ipv6_conf(tmp_path / "conf", **layout) if layout else tmp_path / "missing"
+    assert not enable_ipv6("tg0", conf)
+    if layout:
+        assert (conf / "tg0" / "disable_ipv6").read_text() == "1\n"
+
+
+def test_enable_ipv6_on_a_device_without_ipv6_on_an_ipv6_host_raises(tmp_path):
+    """A host with IPv6 but a TUN without it (an MTU below 1280) cannot block: OSError."""
+    conf = _ipv6_conf(tmp_path, all=0, default=0, eth0=0)
+    with pytest.raises(OSError, match="tg0 has no IPv6"):
+        enable_ipv6("tg0", conf)
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="no /dev/net/tun")
+def test_kernel_tun_comes_up_with_ipv6_quiet(lab):
+    """KernelTun has no IPv6 address, accepts no router advertisements and sends nothing on
+    its own (no router solicitation) in its first second and a half."""
+    source = textwrap.dedent("""
+        import json, select, subprocess
+        from client.tun import KernelTun
+        tun = KernelTun(mtu=1400)
+        conf = f"/proc/sys/net/ipv6/conf/{tun.name}/"
+        settings = [open(conf + key).read().strip() for key in ("addr_gen_mode", "accept_ra", "autoconf")]
+        sent = len(select.select([tun], [], [], 1.5)[0])
+        link = json.loads(subprocess.run(["ip", "-j", "addr", "show", "dev", tun.name],
+                                         capture_output=True, check=True).stdout)[0]
+        print(*settings, sent, len(link["addr_info"]))
+        tun.close()
+    """)
+    assert lab.run_python(lab.client, source).stdout.split() == ["1", "0", "0", "0", "0"]

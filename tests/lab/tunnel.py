@@ -19,6 +19,17 @@ from tests.lab import topology as topo
 from tests.support import PASSWORDS, GatewaySetup, write_gateway
 
 GATEWAY_PORT = 8443
+#: Resources and policy of a full tunnel: alice may reach everything (tcp, icmp).
+FULL_TUNNEL = """
+[[resource]]
+name = "everything"
+networks = ["0.0.0.0/0"]
+protocols = ["tcp", "icmp"]
+
+[[policy]]
+groups = ["staff"]
+allow = ["everything"]
+"""
 #: A network the gateway may forward to but has no route for: "unreachable".
 UNROUTED_NET = "10.99.0.0/24"
 
