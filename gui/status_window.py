@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget,
 )
 
+from client.control.client import describe_secured
 from gui.formatting import human_bytes, human_duration, human_rate
 from gui.fonts import monospace_font
 from gui.icons import app_icon, state_icon
@@ -123,7 +124,7 @@ class StatusWindow(QWidget):
             self.gateway.setText(status.get("gateway") or NONE)
             self.username.setText(status.get("username") or NONE)
             self.address.setText(status.get("address") or NONE)
-            self.networks.setText(", ".join(status.get("networks") or []) or NONE)
+            self.networks.setText(describe_secured(status) or NONE)
             self.resources.setText(", ".join(status.get("resources") or []) or NONE)
             dns = status.get("dns") or {}
             servers = ", ".join(dns.get("servers") or [])

@@ -264,3 +264,14 @@ class ControlClient:
             if not future.done():
                 future.set_exception(self._refusal or ServiceUnavailable(
                     f"lost the connection to the Tunnelgate service ({reason})"))
+
+
+def describe_secured(status: dict) -> str:
+    """The secured networks of a Status for people: ``0.0.0.0/0 except 192.168.0.0/16;
+    IPv6 blocked`` (the parts a Status lacks are left out)."""
+    text = ", ".join(status.get("networks") or [])
+    if status.get("excluded"):
+        text += " except " + ", ".join(status["excluded"])
+    if status.get("ipv6_blocked"):
+        text += "; IPv6 blocked"
+    return text

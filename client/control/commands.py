@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 
-from client.control.client import ControlClient, socket_path
+from client.control.client import ControlClient, describe_secured, socket_path
 from client.errors import UsageError
 from client.profiles import KeyringUnavailable, PasswordStore, Profile, ProfileError, ProfileStore
 
@@ -137,7 +137,7 @@ def render_status(status: dict) -> str:
         if status.get(key):
             lines.append(f"{label + ':':<10} {status[key]}")
     if status.get("networks"):
-        lines.append(f"networks:  {', '.join(status['networks'])}")
+        lines.append(f"networks:  {describe_secured(status)}")
     if status.get("resources"):
         lines.append(f"resources: {', '.join(status['resources'])}")
     dns = status.get("dns") or {}

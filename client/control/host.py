@@ -28,6 +28,7 @@ import typing
 
 from client.control.errors import Busy, NoSuchQuestion
 from client.engine import Engine, EngineOptions
+from client.host_setup import is_full_tunnel
 from client.errors import ClientError, UsageError, failure_kind
 from client.prompter import CertificateInfo
 from client.session import GatewayAddress
@@ -220,6 +221,8 @@ class EngineHost:
             "username": attempt.username if shown else None,
             "address": str(cfg.address) if cfg and cfg.address else None,
             "networks": [str(n) for n in cfg.include] if cfg else [],
+            "excluded": [str(n) for n in cfg.exclude] if cfg else [],
+            "ipv6_blocked": bool(cfg) and is_full_tunnel(cfg.include),
             "resources": list(cfg.resources) if cfg else [],
             "dns": {"servers": [str(s) for s in cfg.dns_servers] if cfg else [],
                     "search": list(cfg.dns_search) if cfg else []},

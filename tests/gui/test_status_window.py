@@ -128,3 +128,12 @@ def _plot_colors(chart: ThroughputChart) -> set[int]:
     assert (image.width(), image.height()) == (chart.width(), chart.height())
     return {image.pixel(x, y) for x in range(8, image.width() - 8, 2)
             for y in range(22, image.height() - 6)}
+
+
+def test_a_full_tunnel_shows_what_it_leaves_out_and_that_ipv6_is_blocked(qtbot):
+    """Excluded networks follow the secured ones, and a full tunnel says IPv6 is blocked."""
+    window = StatusWindow(clock=Clock(1000.0))
+    qtbot.addWidget(window)
+    window.set_status({**STATUS, "networks": ["0.0.0.0/0"], "excluded": ["192.168.0.0/16"],
+                       "ipv6_blocked": True})
+    assert window.networks.text() == "0.0.0.0/0 except 192.168.0.0/16; IPv6 blocked"

@@ -8,6 +8,7 @@ import pathlib
 
 import pytest
 
+from client.control.client import describe_secured
 from client.errors import UsageError
 from client.trust import MAX_CA_PEM
 from gateway_stub.certs import make_self_signed
@@ -61,3 +62,14 @@ def test_unusable_ca_file_is_a_usage_error_and_nothing_is_sent(tmp_path, make):
 def _write(path: pathlib.Path, text: str) -> pathlib.Path:
     path.write_text(text)
     return path
+
+
+@pytest.mark.parametrize(("status", "shown"), [
+    ({"networks": ["10.77.0.0/24", "10.78.0.0/16"]}, "10.77.0.0/24, 10.78.0.0/16"),
+    ({"networks": ["0.0.0.0/0"], "excluded": ["192.168.0.0/16", "10.9.0.0/16"], "ipv6_blocked": True},
+     "0.0.0.0/0 except 192.168.0.0/16, 10.9.0.0/16; IPv6 blocked"),
+    ({"networks": [], "excluded": []}, ""),
+])
+def test_the_secured_networks_read_as_people_say_them(status, shown):
+    """Networks, what they leave out, and a full tunnel's IPv6 block, in one line (CLI and tray)."""
+    assert describe_secured(status) == shown

@@ -107,6 +107,7 @@ def test_connect_notifies_states_then_disconnect_restores(tmp_path):
             assert status["state"] == "connected" and status["profile"] == "work"
             assert status["gateway"] == "gw.example:8443" and status["username"] == "alice"
             assert status["address"] == "10.200.0.2/24" and status["networks"] == ["10.77.0.0/24"]
+            assert status["excluded"] == [] and status["ipv6_blocked"] is False
             assert status["dns"] == {"servers": ["10.77.0.53"], "search": ["corp.example"]}
             assert status["resources"] == ["intranet-web"] and status["connected_since"] > 0
             await client.disconnect()
