@@ -141,7 +141,7 @@ class GatewayConnection(Link):
         if method == "CONNECT":
             protocol = h.get(":protocol")
             if protocol is None:
-                self._connect_tcp(ev.stream_id, api.authorize_connect(h, "tcp", now))
+                self._connect_tcp(ev.stream_id, api.authorize_connect(h, "tcp", now), ended=ev.ended)
             elif protocol == "connect-udp":
                 self._connect_datagrams(ev.stream_id, "udp", api.authorize_connect(h, "udp", now))
             elif protocol == "connect-ip":
@@ -220,11 +220,14 @@ class GatewayConnection(Link):
         self._answer(stream_id, response)
 
     # -- TCP flows ------------------------------------------------------------
-    def _connect_tcp(self, stream_id: int, decision: ConnectDecision) -> None:
+    def _connect_tcp(self, stream_id: int, decision: ConnectDecision, *, ended: bool = False) -> None:
+        """``ended``: the CONNECT itself ended the client's side (END_STREAM on its
+        HEADERS): the target gets its FIN as soon as it is connected."""
         target = f"{address_text(decision.host)}:{decision.port}" if decision.host else "-"
         if not self._allowed(stream_id, "tcp", target, decision):
             return
         connecting = Connecting(self, stream_id, decision.session, target)
+        connecting.ended = ended
         self.register(stream_id, connecting)
         connecting.task = asyncio.get_running_loop().create_task(
             self._open_tcp(stream_id, decision, target, connecting))

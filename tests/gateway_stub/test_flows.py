@@ -47,6 +47,29 @@ def test_flows_of_a_session_that_ended_are_ended(tmp_path):
     run(main())
 
 
+def test_a_connect_that_ends_its_stream_at_once_gives_the_target_its_fin(tmp_path):
+    """A CONNECT whose HEADERS carry END_STREAM (a client with nothing to send) half-closes
+    the flow: the target reads EOF, answers, and its answer and end come back."""
+    async def main():
+        async def answer_after_eof(reader, writer):
+            got = await reader.read()                     # until the FIN
+            writer.write(b"eof after %d bytes" % len(got))
+            writer.close()
+        server = await asyncio.start_server(answer_after_eof, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with Bench(tmp_path) as bench:
+            session = await bench.login()
+            flow = Flow(session.link)
+            flow.stream_id = session.link.open(session.connect_headers(f"127.0.0.1:{port}"), flow,
+                                               end=True)
+            assert await asyncio.wait_for(flow.status, 10) == 200
+            assert await asyncio.wait_for(flow.ended, 5) is True
+            assert bytes(flow.data) == b"eof after 0 bytes"
+            await session.logout()
+        server.close()
+    run(main())
+
+
 def test_connect_udp_survives_garbage_unknown_and_oversized_capsules(tmp_path):
     """Unknown capsule types are skipped, an oversized or odd-context datagram is dropped, a malformed
     capsule resets only its stream; the session and other flows keep working."""
