@@ -68,6 +68,8 @@ class Stats:
     """TCP packets the kernel rewrote (fast path)."""
     packets_reflected: int = 0
     """TCP packets rewritten in Python."""
+    ipv6_refused: int = 0
+    """IPv6 packets answered "administratively prohibited" (a full tunnel blocks IPv6)."""
 
 
 class Datapath:
@@ -115,7 +117,8 @@ class Datapath:
                      open_flows=self._tcp.open_flows, flows_refused=self._tcp.flows_refused,
                      flows_draining=self._tcp.draining_flows,
                      fast_path=self._fast_path is not None, flows_offloaded=tcp.flows_offloaded,
-                     packets_offloaded=kernel_packets, packets_reflected=tcp.reflected)
+                     packets_offloaded=kernel_packets, packets_reflected=tcp.reflected,
+                     ipv6_refused=self.ipv6_refusal.answered if self.ipv6_refusal else 0)
 
     async def reset_connections(self) -> None:
         """Reset the apps' TCP connections while the TUN still carries the resets.

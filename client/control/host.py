@@ -206,7 +206,8 @@ class EngineHost:
                 "rate_in": self._rates[0], "rate_out": self._rates[1],
                 "flows": raw.open_flows if raw else 0,
                 "fast_path": raw.fast_path if raw else False,
-                "flows_offloaded": raw.flows_offloaded if raw else 0}
+                "flows_offloaded": raw.flows_offloaded if raw else 0,
+                "ipv6_refused": raw.ipv6_refused if raw else 0}
 
     def status(self) -> dict:
         """The Status object of the control API."""

@@ -25,6 +25,7 @@ def test_a_full_tunnel_refuses_ipv6_at_the_tun_with_an_icmpv6_error(tmp_path, mo
         assert (reply[40], reply[41], reply[48:]) == (1, 1, syn6()) and icmpv6_ok(reply)
         assert ipaddress.IPv6Address(reply[24:40]) == ipaddress.IPv6Address(APP)
         assert ipaddress.IPv6Address(reply[8:24]) == ipaddress.IPv6Address(SERVER)
+        assert rig.engine.stats.ipv6_refused == 1
         await rig.close()
     run(main())
 
@@ -41,6 +42,7 @@ def test_a_split_tunnel_leaves_ipv6_alone(tmp_path):
         for _ in range(10):
             await asyncio.sleep(0.02)
         assert rig.tun.pending == 0 and not [p for p in rig.tun.written if p[0] >> 4 == 6]
+        assert rig.engine.stats.ipv6_refused == 0
         await rig.close()
     run(main())
 

@@ -27,7 +27,8 @@ def test_hello_and_status(tmp_path):
             status = await client.status()
             assert status["state"] == "disconnected" and status["error"] is None
             assert status["stats"] == {"bytes_in": 0, "bytes_out": 0, "rate_in": 0.0, "rate_out": 0.0,
-                                       "flows": 0, "fast_path": False, "flows_offloaded": 0}
+                                       "flows": 0, "fast_path": False, "flows_offloaded": 0,
+                                       "ipv6_refused": 0}
             await client.close()
     run(main())
 
