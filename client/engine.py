@@ -80,6 +80,14 @@ STABLE_AFTER = 30.0
 MAX_FLAP_PAUSE = 30.0
 
 
+def _lost_for_good(reason: str, cause: ClientError) -> SessionLost:
+    """The session cannot be resumed: ``cause`` (the gateway forgot it, changed it, or now
+    shows another certificate) names the failure's kind."""
+    lost = SessionLost(f"{reason}; could not resume: {cause}")
+    lost.kind = cause.kind
+    return lost
+
+
 class Engine:
     """Runs one connection; host changes are always undone."""
 
@@ -277,9 +285,7 @@ class Engine:
         try:
             attempt.result()
         except (LoginFailed, SessionLost, TrustError) as exc:
-            lost = SessionLost(f"the gateway went away; could not resume: {exc}")
-            lost.kind = exc.kind
-            raise lost from None
+            raise _lost_for_good("the gateway went away", exc) from None
         except ClientError as exc:
             log.info("could not resume beside the connection going away: %s", exc)
             return False
@@ -321,9 +327,7 @@ class Engine:
             try:
                 attempt.result()
             except (LoginFailed, SessionLost, TrustError) as exc:
-                lost = SessionLost(f"{reason}; could not resume: {exc}")
-                lost.kind = exc.kind      # the cause names the failure: an untrusted certificate…
-                raise lost from None
+                raise _lost_for_good(reason, exc) from None
             except ClientError as exc:
                 last = str(exc)
                 continue

@@ -227,9 +227,7 @@ class RouteManager:
         oif = route.get("RTA_OIF")
         if oif == tun:
             raise HostSetupError(f"the gateway {state.gateway} is already routed into {state.interface}")
-        link = ipr.get_links(oif)[0]
-        return {"kind": "route", "role": "gateway", "dst": dst, "gateway": route.get("RTA_GATEWAY"),
-                "interface": link.get("IFLA_IFNAME"), "oif": oif, "prefsrc": None}
+        return _pin_along(ipr, state, route)
 
     @staticmethod
     def _underlay_pin(ipr, state: HostState, tun: int) -> dict | None:
@@ -246,11 +244,7 @@ class RouteManager:
         if best is None:
             log.info("no route to the gateway %s outside the tunnel for now", state.gateway)
             return None
-        route = best[1]
-        link = ipr.get_links(route.get("RTA_OIF"))[0]
-        return {"kind": "route", "role": "gateway", "dst": f"{state.gateway}/32",
-                "gateway": route.get("RTA_GATEWAY"), "interface": link.get("IFLA_IFNAME"),
-                "oif": route.get("RTA_OIF"), "prefsrc": None}
+        return _pin_along(ipr, state, best[1])
 
     def _ensure(self, ipr, item: dict) -> None:
         from pyroute2.netlink.exceptions import NetlinkError
@@ -277,6 +271,14 @@ class RouteManager:
                 log.info("%s was already there; leaving it to its owner", describe(item))
                 return
             raise HostSetupError(f"cannot add {describe(item)}: {exc.args[-1]}") from None
+
+
+def _pin_along(ipr, state: HostState, route) -> dict:
+    """The item pinning the gateway with a host route along ``route`` (a netlink route)."""
+    link = ipr.get_links(route.get("RTA_OIF"))[0]
+    return {"kind": "route", "role": "gateway", "dst": f"{state.gateway}/32",
+            "gateway": route.get("RTA_GATEWAY"), "interface": link.get("IFLA_IFNAME"),
+            "oif": route.get("RTA_OIF"), "prefsrc": None}
 
 
 class MemoryRoutes:

@@ -37,6 +37,7 @@ import typing
 
 from client.reflector import FlowRequested, Reflector, Refusal
 from client.session import GatewaySession
+from client.wire.frames import REFUSED_STREAM
 from client.wire.pipe import StreamPipe, reset_socket
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,6 @@ ANSWER_TIMEOUT = 20.0
 ATTACH_TIMEOUT = 150.0
 #: How long a draining flow (below) may go without delivering a byte before it is reset.
 DRAIN_STALL = 300.0
-#: RST_STREAM code of a stream the peer did not process (RFC 9113 8.7): safe to retry.
-REFUSED_STREAM = 0x7
 
 
 #: TCP states (include/net/tcp_states.h) in which our FIN has been acknowledged:

@@ -29,13 +29,12 @@ from client.tcp_path import refusal_for
 from client.udp_flows import UdpDatagram, UdpFlowOpened, UdpFlows
 from client.wire.capsule import (DATAGRAM, UNREACHABLE, CapsuleError, CapsuleParser,
                                  encode_datagram, parse_datagram)
+from client.wire.frames import REFUSED_STREAM
 
 log = logging.getLogger(__name__)
 
 #: Capsule bytes queued on a stream past which new datagrams are dropped.
 BACKLOG = 1024 * 1024
-#: RST_STREAM code of a stream the peer did not process (RFC 9113 8.7): safe to retry.
-REFUSED_STREAM = 0x7
 #: The ICMP destination unreachable code for each kind of refusal.
 _CODES = {Refusal.PROHIBITED: 13, Refusal.NET_UNREACHABLE: 0, Refusal.HOST_UNREACHABLE: 1,
           Refusal.REFUSED: 3}
