@@ -275,6 +275,15 @@ def test_reasons_that_pile_up_are_handed_out_together():
     asyncio.run(main())
 
 
+def _the_one_warning(caplog, main) -> str:
+    """Run ``main()``; the watcher must have logged exactly one warning, returned."""
+    with caplog.at_level(logging.WARNING, logger="client.netwatch"):
+        asyncio.run(main())
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    return warnings[0].getMessage()
+
+
 def test_no_netlink_means_one_warning_and_sleep_is_still_noticed(caplog):
     """A monitor that cannot be opened: open() succeeds, one warning, sleep still fires."""
     async def main():
@@ -284,10 +293,7 @@ def test_no_netlink_means_one_warning_and_sleep_is_still_noticed(caplog):
             assert not watcher.watching_routes and host.lookups == 0
             host.sleep(10)
             assert "woke from sleep" in await fires(watcher)
-    with caplog.at_level(logging.WARNING, logger="client.netwatch"):
-        asyncio.run(main())
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "Operation not permitted" in warnings[0].getMessage()
+    assert "Operation not permitted" in _the_one_warning(caplog, main)
 
 
 def test_a_failing_lookup_degrades_to_the_sleep_check_with_one_warning(caplog):
@@ -303,10 +309,7 @@ def test_a_failing_lookup_degrades_to_the_sleep_check_with_one_warning(caplog):
             host.announce()
             host.sleep(10)
             assert "woke from sleep" in await fires(watcher)
-    with caplog.at_level(logging.WARNING, logger="client.netwatch"):
-        asyncio.run(main())
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "cannot look up the route to 192.0.2.1" in warnings[0].getMessage()
+    assert "cannot look up the route to 192.0.2.1" in _the_one_warning(caplog, main)
 
 
 def test_close_releases_the_socket_and_a_waiter_is_left_waiting():
