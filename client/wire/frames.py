@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import struct
 
+from client.wire.errors import ProtocolViolation
+
 #: The client connection preface (RFC 9113 3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -116,6 +118,13 @@ def u32(payload: memoryview, offset: int = 0) -> int:
 def error_code(payload: memoryview, offset: int = 0) -> int:
     """The 32-bit error code at ``offset``."""
     return _U32.unpack_from(payload, offset)[0]
+
+
+def unpad(payload: memoryview, flags: int) -> memoryview:
+    """The payload of a PADDED frame without its pad length and padding."""
+    if not payload or payload[0] >= len(payload):
+        raise ProtocolViolation("padding exceeds the frame")
+    return payload[1:len(payload) - payload[0]]
 
 
 def header_frames(out: list, stream_id: int, block: bytes, end_stream: bool, max_frame: int) -> None:

@@ -7,18 +7,23 @@ own bytes or memoryviews) and joined once by ``Mux.data_to_send``. There are
 no frame objects: the parse loop reads each 9-byte header with one
 ``unpack_from`` and hands a memoryview of the payload to one handler per
 frame type. A frame that arrives split is kept as a list of pieces and
-joined once, when the whole frame is there. Header blocks (with their
-CONTINUATIONs) are decoded and checked by ``fields``; streams, windows and
-the sending side live in the base class, ``streams.Streams``.
+joined once, when the whole frame is there. DATA is handled here; HEADERS
+and CONTINUATION in ``headers.HeaderFrames`` (header blocks are decoded and
+checked by ``fields``); SETTINGS, WINDOW_UPDATE, RST_STREAM, PING and GOAWAY
+in ``control.ControlFrames``. Those two are bases of ``Connection``, not
+objects of their own: a frame costs one method call and no hop between
+objects. Streams, windows and the sending side live in their common base,
+``streams.Streams``.
 
 Errors: a peer's violation of connection scope raises ``ProtocolViolation``
 inside the handlers; ``receive`` turns it into GOAWAY plus ``ConnectionEnded``
 and ignores all later input. A peer's GOAWAY with an error code does the
 same; a graceful one (NO_ERROR) refuses only our streams above its last
 stream id and lets the others run to their end (``Streams._refuse_above``).
-A stream-scope violation resets only its stream (``_stream_fault``), and the
-owner hears ``StreamReset`` if it knew the stream. Frames on streams that are already closed are answered with
-RST_STREAM STREAM_CLOSED, or dropped if we reset the stream ourselves.
+A stream-scope violation resets only its stream (``Streams._stream_fault``),
+and the owner hears ``StreamReset`` if it knew the stream. Frames on streams
+that are already closed are answered with RST_STREAM STREAM_CLOSED, or
+dropped if we reset the stream ourselves.
 """
 
 from __future__ import annotations
@@ -26,32 +31,18 @@ from __future__ import annotations
 import logging
 
 from client.wire import frames as f
+from client.wire.control import ControlFrames
 from client.wire.errors import ProtocolViolation
-from client.wire.events import (ConnectionEnded, DataReceived, GoawayReceived, PingAnswered,
-                                RequestReceived, ResponseReceived, StreamEnded, StreamReset)
-from client.wire.streams import MAX_FRAME, CONNECTION_WINDOW, STREAM_WINDOW, Stream, Streams
+from client.wire.events import ConnectionEnded, DataReceived, StreamEnded
+from client.wire.frames import unpad
+from client.wire.headers import HeaderFrames
+from client.wire.streams import MAX_FRAME, CONNECTION_WINDOW, STREAM_WINDOW
 
 log = logging.getLogger(__name__)
 
-_MAX_FRAGMENTS = 64        # CONTINUATION frames in one header block
 
-
-#: Stream updates that SETTINGS changing the initial window may cause over a connection's
-#: life (a peer changes it once or twice; a flood of changes is refused).
-WINDOW_CHANGE_WORK = 1_000_000
-
-
-class _Block:
-    """A header block still being continued."""
-
-    __slots__ = ("sid", "flags", "parts", "size")
-
-    def __init__(self, sid: int, flags: int, first: bytes) -> None:
-        self.sid, self.flags, self.parts, self.size = sid, flags, [first], len(first)
-
-
-class Connection(Streams):
-    """Framing, settings and the receiving side of one HTTP/2 connection."""
+class Connection(HeaderFrames, ControlFrames):
+    """Framing, our settings and the receiving side of one HTTP/2 connection."""
 
     def __init__(self, *, client_side: bool, max_concurrent_streams: int,
                  max_header_list_size: int) -> None:
@@ -62,7 +53,7 @@ class Connection(Streams):
         self._need = 0                     # bytes needed before the partial frame can be parsed
         self._preface = 0 if client_side else len(f.PREFACE)
         self._settings_seen = False
-        self._cont: _Block | None = None
+        self._cont = None                  # a header block being continued (HeaderFrames)
         self._goaway_sent = False
         self._peer_connect = False
         self._window_work = 0              # streams re-windowed by SETTINGS so far
@@ -158,7 +149,7 @@ class Connection(Streams):
         if not self._settings_seen:
             raise ProtocolViolation("the preface must be followed by SETTINGS")
         length = len(payload)
-        body = _unpad(payload, flags) if flags & f.PADDED else payload
+        body = unpad(payload, flags) if flags & f.PADDED else payload
         self._recv_window -= length
         if self._recv_window < 0:
             raise ProtocolViolation("connection window exceeded", error_code=f.FLOW_CONTROL_ERROR)
@@ -181,227 +172,10 @@ class Connection(Streams):
             if stream.local_closed:
                 self._forget(stream)
 
-    def _on_headers(self, flags: int, sid: int, payload: memoryview, events: list) -> None:
-        if not self._settings_seen:
-            raise ProtocolViolation("the preface must be followed by SETTINGS")
-        if sid == 0:
-            raise ProtocolViolation("HEADERS on stream 0")
-        block = _unpad(payload, flags) if flags & f.PADDED else payload
-        if flags & f.PRIORITY_FLAG:
-            if len(block) < 5:
-                raise ProtocolViolation("HEADERS too short for its priority", error_code=f.FRAME_SIZE_ERROR)
-            block = block[5:]
-        if len(block) > self._codec.max_block:
-            raise ProtocolViolation("header block too large", error_code=f.ENHANCE_YOUR_CALM)
-        if flags & f.END_HEADERS:
-            self._on_block(sid, flags, bytes(block), events)
-        else:
-            self._cont = _Block(sid, flags, bytes(block))
-
-    def _on_continuation(self, flags: int, sid: int, payload: memoryview, events: list) -> None:
-        cont = self._cont
-        if cont is None or cont.sid != sid:
-            raise ProtocolViolation("unexpected CONTINUATION")
-        cont.size += len(payload)
-        if cont.size > self._codec.max_block or len(cont.parts) >= _MAX_FRAGMENTS:
-            raise ProtocolViolation("header block too large", error_code=f.ENHANCE_YOUR_CALM)
-        cont.parts.append(bytes(payload))
-        if flags & f.END_HEADERS:
-            self._cont = None
-            self._on_block(sid, cont.flags, b"".join(cont.parts), events)
-
-    def _on_block(self, sid: int, flags: int, block: bytes, events: list) -> None:
-        # Every path decodes the block once: the HPACK table must stay in step.
-        codec, end = self._codec, bool(flags & f.END_STREAM)
-        stream = self._streams.get(sid)
-        if stream is None:
-            if not self._client:
-                self._open_remote(sid, block, end, events)
-                return
-            codec.decode(block)
-            if self._idle(sid):
-                raise ProtocolViolation(f"HEADERS on stream {sid}, which we did not open")
-            self._stream_fault(sid, f.STREAM_CLOSED, events)
-            return
-        if stream.remote_closed:
-            codec.decode(block)
-            self._stream_fault(sid, f.STREAM_CLOSED, events)
-            return
-        if not stream.headers_in:            # client side: the response
-            got = codec.response(block)
-            if got is None or (got[0] < 200 and end):
-                self._stream_fault(sid, f.PROTOCOL_ERROR, events)
-                return
-            if got[0] < 200:                 # informational: wait for the final one
-                return
-            stream.headers_in = True
-            events.append(ResponseReceived(stream_id=sid, status=got[0], headers=got[1], ended=end))
-            if end:   # a complete answer is also the end of the peer's side, as on DATA
-                events.append(StreamEnded(stream_id=sid))
-        elif not codec.trailers(block) or not end:
-            self._stream_fault(sid, f.PROTOCOL_ERROR, events)
-            return
-        else:
-            events.append(StreamEnded(stream_id=sid))
-        if end:
-            stream.remote_closed = True
-            if stream.local_closed:
-                self._forget(stream)
-
-    def _open_remote(self, sid: int, block: bytes, end: bool, events: list) -> None:
-        if not sid & 1 or sid <= self._high:
-            self._codec.decode(block)
-            if sid in self._reset_ids:       # trailers in flight on a stream we reset
-                return
-            raise ProtocolViolation(f"stream id {sid} is not a new client stream")
-        self._high = sid
-        if len(self._streams) >= self._max_streams or self._goaway_sent:
-            self._codec.decode(block)
-            self._stream_fault(sid, f.REFUSED_STREAM, events)
-            return
-        headers = self._codec.request(block)
-        if headers is None:
-            self._stream_fault(sid, f.PROTOCOL_ERROR, events)
-            return
-        stream = self._streams[sid] = Stream(sid, self._peer_initial)
-        stream.headers_in = True
-        stream.remote_closed = end
-        events.append(RequestReceived(stream_id=sid, headers=headers, ended=end))
-
-    def _on_window_update(self, sid: int, payload: memoryview, events: list) -> None:
-        if len(payload) != 4:
-            raise ProtocolViolation("WINDOW_UPDATE of wrong length", error_code=f.FRAME_SIZE_ERROR)
-        increment = f.u32(payload)
-        if sid == 0:
-            if increment == 0:
-                raise ProtocolViolation("zero connection WINDOW_UPDATE")
-            self._send_window += increment
-            if self._send_window > f.MAX_WINDOW:
-                raise ProtocolViolation("connection window overflow", error_code=f.FLOW_CONTROL_ERROR)
-            if self._blocked:
-                self._on_connection_window(events)
-            return
-        stream = self._streams.get(sid)
-        if stream is None:
-            if self._idle(sid):
-                raise ProtocolViolation(f"WINDOW_UPDATE on idle stream {sid}")
-            return
-        if increment == 0:
-            self._stream_fault(sid, f.PROTOCOL_ERROR, events)
-            return
-        stream.send_window += increment
-        if stream.send_window > f.MAX_WINDOW:
-            self._stream_fault(sid, f.FLOW_CONTROL_ERROR, events)
-        elif stream.chunks and stream.ready:    # not before our HEADERS (a banner queued early)
-            self._on_window((stream,), events)
-
-    def _on_rst_stream(self, sid: int, payload: memoryview, events: list) -> None:
-        if len(payload) != 4:
-            raise ProtocolViolation("RST_STREAM of wrong length", error_code=f.FRAME_SIZE_ERROR)
-        if sid == 0 or self._idle(sid):
-            raise ProtocolViolation(f"RST_STREAM on idle stream {sid}")
-        stream = self._streams.get(sid)
-        if stream is not None:
-            self._forget(stream)
-            events.append(StreamReset(stream_id=sid, error_code=f.error_code(payload)))
-
-    def _on_settings(self, flags: int, sid: int, payload: memoryview, events: list) -> None:
-        if sid != 0:
-            raise ProtocolViolation("SETTINGS on a stream")
-        if flags & f.ACK:
-            if payload:
-                raise ProtocolViolation("SETTINGS ACK with a body", error_code=f.FRAME_SIZE_ERROR)
-            return
-        if len(payload) % 6:
-            raise ProtocolViolation("SETTINGS of wrong length", error_code=f.FRAME_SIZE_ERROR)
-        self._settings_seen = True
-        delta = 0
-        for ident, value in f.parse_settings(payload):
-            if ident == f.INITIAL_WINDOW_SIZE:
-                if value > f.MAX_WINDOW:
-                    raise ProtocolViolation("initial window too large", error_code=f.FLOW_CONTROL_ERROR)
-                delta += value - self._peer_initial
-                self._peer_initial = value
-            elif ident == f.MAX_FRAME_SIZE:
-                if not f.DEFAULT_MAX_FRAME <= value <= f.MAX_FRAME_LIMIT:
-                    raise ProtocolViolation(f"bad SETTINGS_MAX_FRAME_SIZE {value}")
-                self._peer_max_frame = value
-            elif ident == f.MAX_CONCURRENT_STREAMS:
-                self._peer_max_streams = value
-            elif ident == f.HEADER_TABLE_SIZE:
-                self._codec.set_peer_table_size(value)
-            elif ident == f.ENABLE_PUSH:
-                if value > 1 or (value and self._client):
-                    raise ProtocolViolation(f"bad SETTINGS_ENABLE_PUSH {value}")
-            elif ident == f.ENABLE_CONNECT_PROTOCOL:
-                if value > 1 or (self._peer_connect and not value):
-                    raise ProtocolViolation(f"bad SETTINGS_ENABLE_CONNECT_PROTOCOL {value}")
-                self._peer_connect = bool(value)
-        self._out.append(f.SETTINGS_ACK)
-        if delta:
-            # Each change walks every open stream: a flood of them is CPU for nothing.
-            self._window_work += len(self._streams)
-            if self._window_work > WINDOW_CHANGE_WORK:
-                raise ProtocolViolation("too many initial window changes",
-                                        error_code=f.ENHANCE_YOUR_CALM)
-            for stream in self._streams.values():
-                stream.send_window += delta
-                if stream.send_window > f.MAX_WINDOW:
-                    raise ProtocolViolation("stream window overflow", error_code=f.FLOW_CONTROL_ERROR)
-            if delta > 0:
-                self._on_window([s for s in self._streams.values() if s.chunks and s.ready], events)
-        if self._pending:
-            self._release()
-
-    def _on_ping(self, flags: int, sid: int, payload: memoryview, events: list) -> None:
-        if len(payload) != 8:
-            raise ProtocolViolation("PING of wrong length", error_code=f.FRAME_SIZE_ERROR)
-        if sid != 0:
-            raise ProtocolViolation("PING on a stream")
-        if flags & f.ACK:
-            events.append(PingAnswered(payload=bytes(payload)))
-        else:
-            self._out.append(f.ping(bytes(payload), ack=True))
-
-    def _on_goaway(self, sid: int, payload: memoryview, events: list) -> None:
-        if sid != 0:
-            raise ProtocolViolation("GOAWAY on a stream")
-        if len(payload) < 8:
-            raise ProtocolViolation("GOAWAY too short", error_code=f.FRAME_SIZE_ERROR)
-        last, code = f.u32(payload), f.error_code(payload, 4)
-        reason = "gateway closed the session" if self._client else "client closed the session"
-        debug = bytes(payload[8:])
-        if debug:  # the peer's words go into one-line messages and logs: no control characters
-            text = debug[:800].decode("utf-8", "replace")[:200]
-            reason += ": " + "".join(c if c.isprintable() else "?" for c in text)
-        events.append(GoawayReceived(last_stream_id=last, error_code=code, reason=reason))
-        if code != f.NO_ERROR:
-            self._ended = True
-            events.append(ConnectionEnded(error_code=code, reason=reason))
-            return
-        self._refuse_above(last, events)
-
     # -- errors -----------------------------------------------------------------
-    def _stream_fault(self, sid: int, code: int, events: list) -> None:
-        """Reset a stream for a stream-scope error; the owner hears of it if it knew the stream."""
-        stream = self._streams.get(sid)
-        if stream is None and sid in self._reset_ids:   # frames still in flight after our reset
-            return
-        self._out.append(f.rst_stream(sid, code))       # before _forget opens a waiting request
-        self._remember_reset(sid)
-        if stream is not None:
-            self._forget(stream)
-            events.append(StreamReset(stream_id=sid, error_code=code))
-
     def _fail(self, code: int, message: str, events: list) -> None:
         self._ended = True
         if not self._goaway_sent:
             self._goaway_sent = True
             self._out.append(f.goaway(self._last_peer_stream(), code, message.encode()[:200]))
         events.append(ConnectionEnded(error_code=code, reason=f"protocol error: {message}"))
-
-def _unpad(payload: memoryview, flags: int) -> memoryview:
-    """The payload of a PADDED frame without its pad length and padding."""
-    if not payload or payload[0] >= len(payload):
-        raise ProtocolViolation("padding exceeds the frame")
-    return payload[1:len(payload) - payload[0]]

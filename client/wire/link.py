@@ -7,23 +7,25 @@ gateway side, to ``on_request``). Anything that produces output only marks the
 link dirty; one flush per event-loop iteration writes all pending frames at
 once, so many streams share one TLS write.
 
-Going away: a graceful GOAWAY, received (``going_away`` resolves) or sent
-(``go_away``), stops new streams -- ``open`` and ``request`` raise
-``LinkGoingAway`` -- while the open ones run to their end. Once no stream and
-no handler is left, the link closes itself, and ``closed`` resolves.
+This module holds what every frame passes through: the protocol callbacks,
+the stream calls, the dispatch of events and the flush. Whole exchanges
+(``request``, ``respond``, ``ping``) come from ``exchange.LinkExchanges``;
+going away and closing (``go_away``, ``close``, ``closed``) from
+``closing.LinkClosing``. Both are bases of ``Link``, not objects of their
+own, so a call on the link makes no extra hop. ``Response``, ``LinkClosed``
+and ``LinkGoingAway`` are re-exported: they are part of the link's API.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import logging
-import os
 import typing
 
 from client.wire import mux as m
+from client.wire.closing import LinkClosed, LinkClosing, LinkGoingAway
+from client.wire.exchange import LinkExchanges, Response
 
-log = logging.getLogger(__name__)
+__all__ = ["EAGER_FLUSH", "Link", "LinkClosed", "LinkGoingAway", "Response", "StreamHandler"]
 
 #: While one loop turn queues many frames (a big batch of flows), what is ready
 #: goes to the peer every this many queued operations, not only at the end of
@@ -48,62 +50,7 @@ class StreamHandler(typing.Protocol):
     # and its FIN in one segment, as the host behind the gateway did.
 
 
-@dataclasses.dataclass(frozen=True)
-class Response:
-    """A complete (small) HTTP response, for the API requests."""
-
-    status: int
-    """The HTTP status code."""
-    headers: dict[str, str]
-    """Response headers."""
-    body: bytes
-    """The whole body."""
-
-
-class LinkClosed(ConnectionError):
-    """The TLS connection or the HTTP/2 session ended."""
-
-
-class LinkGoingAway(LinkClosed):
-    """GOAWAY was sent or received: the link takes no new stream (its open ones go on)."""
-
-
-class _Collector:
-    """Collects one whole response with a bounded body."""
-
-    LIMIT = 1024 * 1024
-
-    def __init__(self, link: "Link", stream_id: int) -> None:
-        self._link, self._stream_id = link, stream_id
-        self.future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._status, self._headers, self._body = 0, {}, bytearray()
-
-    def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
-        self._status, self._headers = status, headers     # on_end follows if ended
-
-    def on_data(self, data: bytes, flow_length: int) -> None:
-        self._body += data
-        self._link.consumed(self._stream_id, flow_length)
-        if len(self._body) > self.LIMIT:
-            self._link.reset(self._stream_id)
-            self._fail(LinkClosed("response body too large"))
-
-    def on_end(self) -> None:
-        if not self.future.done():
-            self.future.set_result(Response(self._status, self._headers, bytes(self._body)))
-
-    def on_reset(self, error_code: int) -> None:
-        self._fail(LinkClosed(f"request reset by peer (HTTP/2 error {error_code})"))
-
-    def on_writable(self) -> None:
-        pass
-
-    def _fail(self, exc: Exception) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
-class Link(asyncio.Protocol):
+class Link(LinkExchanges, LinkClosing, asyncio.Protocol):
     """One HTTP/2 tunnel session over an asyncio TLS transport."""
 
     def __init__(self, mux: m.Mux, *,
@@ -171,44 +118,6 @@ class Link(asyncio.Protocol):
         self._mark()
         return stream_id
 
-    async def request(self, headers: list[tuple[str, str]], body: bytes = b"",
-                      timeout: float = 15.0) -> Response:
-        """Make one API request and wait for the whole response (raises as ``open``)."""
-        self._check_can_open()
-        stream_id = self.mux.request(headers, end=not body)
-        collector = _Collector(self, stream_id)
-        self._handlers[stream_id] = collector
-        if body:
-            self.mux.send(stream_id, body)
-            self.mux.end(stream_id)
-        self._mark()
-        try:
-            return await asyncio.wait_for(collector.future, timeout)
-        finally:
-            self._handlers.pop(stream_id, None)
-
-    def respond(self, stream_id: int, status: int, headers: list[tuple[str, str]] = (),
-                *, body: bytes = b"", end: bool | None = None) -> bool:
-        """Answer a request; with a body, the stream is ended after it.
-
-        Without a body, ``end`` says whether the answer ends the stream; by
-        default only an error does (a 2xx opens a CONNECT tunnel). Returns
-        False when the stream or the session is already gone.
-        """
-        if self.closed.done():
-            return False
-        try:
-            if body:
-                self.mux.respond(stream_id, status, headers)
-                self.mux.send(stream_id, body)
-                self.mux.end(stream_id)
-            else:
-                self.mux.respond(stream_id, status, headers, end=status >= 300 if end is None else end)
-        except m.StreamGone:
-            return False
-        self._mark()
-        return True
-
     def send(self, stream_id: int, data: bytes, *, end: bool = False) -> None:
         """Queue payload on a stream; with ``end``, half-close it in the same frame."""
         self.mux.send(stream_id, data, end=end)
@@ -234,67 +143,7 @@ class Link(asyncio.Protocol):
         """Payload queued on a stream waiting for window."""
         return self.mux.buffered(stream_id)
 
-    async def ping(self, timeout: float) -> float:
-        """Send a PING and return the round-trip time; raises TimeoutError."""
-        self._check_open()
-        payload = os.urandom(8)
-        fut = self._loop.create_future()
-        self._pings[payload] = fut
-        start = self._loop.time()
-        self.mux.ping(payload)
-        self._mark()
-        try:
-            await asyncio.wait_for(fut, timeout)
-        finally:
-            self._pings.pop(payload, None)
-        return self._loop.time() - start
-
-    def go_away(self, reason: str = "going away") -> None:
-        """Send GOAWAY (NO_ERROR, the last stream the peer opened): the peer opens no
-        more streams, ours go on, and the link closes with ``reason`` once they ended."""
-        if self.closed.done():
-            return
-        self.mux.close()
-        if self._draining is None:
-            self._draining = reason
-        self._mark()
-
-    def close(self, reason: str = "closed") -> None:
-        """Send GOAWAY and close the TLS connection."""
-        self._draining = None
-        if self._transport is not None and not self._transport.is_closing():
-            self.mux.close()
-            self._write_out()
-            self._transport.close()
-        self._finish(reason)
-
-    @property
-    def remote_address(self) -> tuple | None:
-        """The remote address of the TLS connection, once connected."""
-        return self._transport.get_extra_info("peername") if self._transport else None
-
-    @property
-    def is_open(self) -> bool:
-        """False once the session ended for any reason (its streams may still be
-        going while it goes away)."""
-        return not self.closed.done()
-
-    @property
-    def can_open(self) -> bool:
-        """True while ``open`` takes new streams: open, and not going away."""
-        return self._draining is None and not self.closed.done()
-
     # -- internals --------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self.closed.done():
-            raise LinkClosed(self.closed.result())
-
-    def _check_can_open(self) -> None:
-        self._check_open()
-        if self._draining is not None:
-            raise LinkGoingAway(f"the connection is going away ({self._draining}): "
-                                "no new streams on it")
-
     def _dispatch(self, ev: m.Event) -> None:
         if isinstance(ev, m.DataReceived):
             handler = self._handlers.get(ev.stream_id)
@@ -363,19 +212,3 @@ class Link(asyncio.Protocol):
             self.bytes_out += len(data)
             self._transport.write(data)
 
-    def _finish(self, reason: str) -> None:
-        if self.closed.done():
-            return
-        log.debug("link closed: %s", reason)
-        self.closed.set_result(reason)
-        for fut in self._pings.values():
-            if not fut.done():
-                fut.set_exception(LinkClosed(reason))
-        handlers, self._handlers = self._handlers, {}
-        for handler in handlers.values():
-            try:
-                handler.on_reset(-1)
-            except Exception:  # one broken handler must not keep the others open
-                log.exception("stream handler failed while closing")
-        if self._on_closed is not None:
-            self._on_closed(reason)

@@ -1,15 +1,17 @@
 """Sans-IO stream multiplexer for tunnel sessions, on our own lean HTTP/2.
 
 Theory of operation: one ``Mux`` is one end of a session's HTTP/2
-connection (``h2conn.Connection``: framing and settings; its base
-``streams.Streams``: stream bookkeeping and flow control; ``fields``: header
-blocks through ``hpack``). Bytes read from the TLS connection go into
-``receive()``, which returns a list of the tunnel's own events (frozen
-dataclasses from ``events``, re-exported here); bytes to write come from
-``data_to_send()``. Payload sent on a stream is
-queued per stream and released only as the peer's flow-control window
-allows, so a slow peer slows its own stream down; ``buffered()`` tells the
-adapter how much is queued so it can stop reading from the local socket.
+connection (``h2conn.Connection``: framing and DATA; its bases
+``headers.HeaderFrames`` and ``control.ControlFrames``: the other frames
+received, settings among them; their base ``streams.Streams``: stream
+bookkeeping and flow control; ``fields``: header blocks through ``hpack``).
+Bytes read from the TLS connection go into ``receive()``, which returns a
+list of the tunnel's own events (frozen dataclasses from ``events``,
+re-exported here); bytes to write come from ``data_to_send()``. Payload
+sent on a stream is queued per stream and released only as the peer's
+flow-control window allows, so a slow peer slows its own stream down;
+``buffered()`` tells the adapter how much is queued so it can stop reading
+from the local socket.
 Received payload is credited back to the peer only when the adapter calls
 ``consumed()`` -- after it has handed the bytes on -- which is what makes
 per-stream flow control real in both directions.

@@ -1,4 +1,4 @@
-"""Stream bookkeeping and flow control: the sending half of ``h2conn``.
+"""Stream bookkeeping and flow control: the base of ``h2conn`` and its sending half.
 
 Theory of operation: ``Streams`` holds what both directions share -- the
 output pieces, the table of open streams, the windows -- and does the
@@ -109,6 +109,17 @@ class Streams:
         self._blocked.pop(stream.sid, None)
         if self._pending:
             self._release()
+
+    def _stream_fault(self, sid: int, code: int, events: list) -> None:
+        """Reset a stream for a stream-scope error; the owner hears of it if it knew the stream."""
+        stream = self._streams.get(sid)
+        if stream is None and sid in self._reset_ids:   # frames still in flight after our reset
+            return
+        self._out.append(f.rst_stream(sid, code))       # before _forget opens a waiting request
+        self._remember_reset(sid)
+        if stream is not None:
+            self._forget(stream)
+            events.append(StreamReset(stream_id=sid, error_code=code))
 
     def _refuse_above(self, last: int, events: list) -> None:
         """A graceful GOAWAY: no new stream may open, and the peer will not process ours
