@@ -31,7 +31,7 @@ from client.errors import ClientError, HostSetupError
 from client.routes import HostRoutes, HostState
 from client.session import ClientConfig, GatewaySession
 from client.split_routes import tunnel_routes
-from client.tcp_path import bind_listeners
+from client.tcp_sockets import bind_listeners
 from client.tun import TunDevice
 
 __all__ = ["HostSetup", "gateway_address", "is_full_tunnel"]

@@ -25,9 +25,8 @@ import typing
 
 from client.icmp_echo import IcmpEcho, validate_echo_packet
 from client.packet import build_icmp_unreachable, build_ipv4_header
-from client.reflector import Refusal
+from client.reflector_types import Refusal, refusal_for
 from client.session import GatewaySession
-from client.tcp_path import refusal_for
 from client.wire.capsule import DATAGRAM, CapsuleError, CapsuleParser, encode_datagram, parse_datagram
 
 #: A target's stream closes after this long without an echo request.

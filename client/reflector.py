@@ -26,7 +26,8 @@ connect() completes only when the real server accepted; on failure
 ``refuse_flow`` forgets the flow and returns the RST or ICMP error that D would
 have sent. Flow states: pending (SYN held) -> established -> released (the
 local socket closed; the mapping stays ``settle`` seconds for the final FIN/ACKs)
--> gone (its slot held until ``linger`` after the release).
+-> gone (its slot held until ``linger`` after the release); ``NatTable``
+(``client.nat_table``) keeps the flows, and ``Reflector`` adds the packets.
 Addresses and ports change, so checksums are patched with per-flow precomputed
 RFC 1624 deltas (``packet.Rewrite``). Sans-IO: time is always passed in.
 
@@ -44,15 +45,12 @@ flow is released: then it keeps only its keys, and such a packet is dropped.
 
 from __future__ import annotations
 
-import collections
-import enum
 import ipaddress
-import logging
 import struct
 import typing
 
 from client import packet as pk
-from client.nat_slots import NatSlots
+from client.nat_table import FlowState, NatTable
 from client.reflector_types import (  # noqa: F401 - the reflector's public types live there
     Endpoint,
     FlowInfo,
@@ -61,8 +59,6 @@ from client.reflector_types import (  # noqa: F401 - the reflector's public type
     ReflectorStats,
     Refusal,
 )
-
-log = logging.getLogger(__name__)
 
 _IP = struct.Struct("!BxH2xHxB2xII")      # ver/ihl, total length, frag, protocol, src, dst
 _TCP = struct.Struct("!HH8xBB")          # sport, dport, data offset, flags
@@ -74,37 +70,9 @@ _apply = pk.apply_rewrite
 _ICMP_CODES = {Refusal.HOST_UNREACHABLE: 1, Refusal.NET_UNREACHABLE: 0, Refusal.PROHIBITED: 13}
 
 
-class _State(enum.Enum):
-    PENDING = 1
-    ESTABLISHED = 2
-    RELEASED = 3
-
-
-class _Flow:
-    __slots__ = ("slot", "key", "forward", "back", "state", "syn", "created", "last_seen", "released_at",
-                 "offloaded", "isn", "orphaned")
-
-    def __init__(self, slot: int, key: tuple, forward: pk.Rewrite, back: pk.Rewrite,
-                 syn: bytes, now: float) -> None:
-        self.slot = slot            # the NAT slot; key is (A, D, sport, dport) as ints
-        self.key = key
-        self.forward: pk.Rewrite | None = forward   # None once released with the fast path
-        self.back: pk.Rewrite | None = back
-        self.offloaded = False
-        self.isn = _SEQ.unpack_from(syn, ((syn[0] & 0x0F) << 2) + 4)[0]   # the SYN's sequence number
-        self.orphaned = False       # the app reused the four-tuple: return-leg packets are dropped
-        self.state = _State.PENDING
-        self.syn: bytes | None = syn
-        self.created = now
-        self.last_seen = now
-        self.released_at = now
-
-
-def _endpoint(address: int, port: int) -> Endpoint:
-    return Endpoint(ipaddress.IPv4Address(address), port)
-
-
-class Reflector:
+# It extends the table rather than holding one: the per-packet path then reaches the
+# table's dicts as its own attributes, with no extra lookup.
+class Reflector(NatTable):
     """The NAT table and reflection state machine for TCP over IPv4."""
 
     def __init__(self, *, tun_address: ipaddress.IPv4Address, fake_address: ipaddress.IPv4Address,
@@ -113,39 +81,16 @@ class Reflector:
                  settle: float = 5.0, pending_timeout: float = 30.0,
                  offload: FlowOffload | None = None) -> None:
         listeners = (listener_port,) if isinstance(listener_port, int) else tuple(listener_port)
-        if tun_address == fake_address:
-            raise ValueError("the fake source address must differ from the TUN's address")
-        if not listeners or len(set(listeners)) != len(listeners) \
-                or not all(0 < port <= 0xFFFF for port in listeners):
-            raise ValueError(f"listener ports {listeners} must be one or more distinct ports")
-        if not 0 < first_port <= last_port <= 0xFFFF:
-            raise ValueError(f"NAT port range {first_port}..{last_port} is invalid")
-        self._local = int(tun_address)
-        self._fake = int(fake_address)
-        self._local_bytes = tun_address.packed
-        self._fake_bytes = fake_address.packed
-        self._listeners = listeners
+        super().__init__(tun_address=tun_address, fake_address=fake_address, listeners=listeners,
+                         first_port=first_port, last_port=last_port, idle_timeout=idle_timeout,
+                         linger=linger, settle=settle, pending_timeout=pending_timeout,
+                         offload=offload)
         self._listener_index = {port: i for i, port in enumerate(listeners)}
-        self._slots = NatSlots(len(listeners), first_port, last_port)
-        self._idle_timeout = idle_timeout
-        self._linger = linger
-        self._settle = settle
-        self._pending_timeout = pending_timeout
-        self._by_key: dict[tuple[int, int, int, int], _Flow] = {}
-        self._by_port: dict[int, _Flow] = {}                 # every flow, by NAT slot
-        self._live: dict[int, _Flow] = {}                    # the pending and established ones
-        self._settling: collections.deque[_Flow] = collections.deque()   # released, oldest first
-        self._events: list[FlowRequested] = []
-        self._flows_total = 0
         self._malformed = 0
         self._unknown = 0
         self._fragments = 0
-        self._exhausted = 0
         self._not_ours = 0
         self._reflected = 0
-        self._offload = offload
-        self._offloaded_total = 0
-        self._offloaded_active = 0
 
     # -- packets ------------------------------------------------------------------------
     def from_tun(self, packet, now: float) -> bytearray | None:
@@ -189,7 +134,7 @@ class Reflector:
         index = self._listener_index.get(sport) if src == self._local else None
         if index is not None:                                        # return leg
             flow = self._by_port.get(dport + (index << 16))
-            if flow is None or dst != self._fake or flow.state is _State.PENDING or flow.orphaned \
+            if flow is None or dst != self._fake or flow.state is FlowState.PENDING or flow.orphaned \
                     or flow.back is None:
                 self._unknown += 1
                 return None
@@ -206,15 +151,15 @@ class Reflector:
                 self._unknown += 1
             return None
         state = flow.state
-        if state is _State.PENDING:
+        if state is FlowState.PENDING:
             if not bare_syn:
                 self._unknown += 1
             return None                          # a retransmitted SYN is swallowed
-        if bare_syn and (state is _State.RELEASED
+        if bare_syn and (state is FlowState.RELEASED
                          or _SEQ.unpack_from(packet, ihl + 4)[0] != flow.isn):
             # Four-tuple reuse: the app started a new connection, so the old one is over
             # at its end (even if our local socket has not noticed yet).
-            if state is _State.RELEASED:
+            if state is FlowState.RELEASED:
                 self._forget(flow)
             else:
                 self._orphan(flow)
@@ -227,11 +172,6 @@ class Reflector:
         self._reflected += 1
         return _apply(packet, ihl, flow.forward)
 
-    def pop_events(self) -> list[FlowRequested]:
-        """The events since the last call, oldest first."""
-        events, self._events = self._events, []
-        return events
-
     # -- the engine's answers ---------------------------------------------------------------
     def accept_flow(self, nat_port: int, now: float) -> bytearray | None:
         """Gateway confirmed: returns the held SYN rewritten for the forward leg
@@ -239,10 +179,10 @@ class Reflector:
         offloaded before this returns, so the kernel's answer to the SYN already takes
         the fast path."""
         flow = self._by_port.get(nat_port)
-        if flow is None or flow.state is not _State.PENDING or flow.syn is None:
+        if flow is None or flow.state is not FlowState.PENDING or flow.syn is None:
             return None
         syn, flow.syn = flow.syn, None
-        flow.state = _State.ESTABLISHED
+        flow.state = FlowState.ESTABLISHED
         flow.last_seen = now
         if self._offload is not None:
             self._offload_flow(flow)
@@ -261,50 +201,6 @@ class Reflector:
             return pk.build_tcp_rst(flow.syn)
         return pk.build_icmp_unreachable(flow.syn, _ICMP_CODES[refusal])
 
-    def lookup(self, nat_port: int) -> FlowInfo | None:
-        """The flow behind a NAT port (the accepted socket's peer port), or None."""
-        flow = self._by_port.get(nat_port)
-        if flow is None:
-            return None
-        src, dst, sport, dport = flow.key
-        return FlowInfo(nat_port=nat_port, client=_endpoint(src, sport), target=_endpoint(dst, dport))
-
-    def release(self, nat_port: int, now: float) -> None:
-        """The local socket for this flow closed; keep the mapping ``linger`` seconds for the
-        final FIN/ACKs. A held SYN is discarded. Unknown ports are ignored."""
-        flow = self._by_port.get(nat_port)
-        if flow is None or flow.state is _State.RELEASED:
-            return
-        flow.state = _State.RELEASED
-        flow.syn = None
-        flow.released_at = now
-        if flow.offloaded:      # the kernel carries its last segments: keep only what finds it
-            flow.forward = flow.back = None
-        if self._live.pop(nat_port, None) is flow:
-            self._settling.append(flow)
-        self._forget_settled(now)       # here too, not only each tick: under load they are many
-
-    def expire(self, now: float) -> list[int]:
-        """Drop pending flows at or past ``pending_timeout`` since their SYN, released flows
-        at or past ``settle`` since release (their slots stay held until ``linger``), and
-        established flows idle at or past ``idle_timeout`` (never offloaded ones: their
-        traffic is not seen here, and they end through ``release``); return their NAT ports.
-
-        Released flows are not scanned: they wait in release order (``now`` never goes
-        backwards) and only the due ones are looked at.
-        """
-        expired = self._forget_settled(now)
-        self._slots.expire(now)
-        for flow in list(self._live.values()):
-            if flow.state is _State.ESTABLISHED:
-                gone = not flow.offloaded and now - flow.last_seen >= self._idle_timeout
-            else:
-                gone = now - flow.created >= self._pending_timeout
-            if gone:
-                self._forget(flow)
-                expired.append(flow.slot)
-        return expired
-
     @property
     def stats(self) -> ReflectorStats:
         """A snapshot of the counters."""
@@ -314,85 +210,3 @@ class Reflector:
                               not_ours=self._not_ours, reflected=self._reflected,
                               flows_offloaded=self._offloaded_total,
                               offloaded_active=self._offloaded_active, slots_held=self._slots.held)
-
-    # -- the table --------------------------------------------------------------------------
-    def _forget_settled(self, now: float) -> list[int]:
-        """Forget the released flows at or past ``settle``; their slots."""
-        gone = []
-        settling, by_port = self._settling, self._by_port
-        while settling and now - settling[0].released_at >= self._settle:
-            flow = settling.popleft()
-            if by_port.get(flow.slot) is flow:
-                self._forget(flow)
-                gone.append(flow.slot)
-        return gone
-
-    def _new_flow(self, packet, src: int, dst: int, sport: int, dport: int, now: float) -> None:
-        nat_port = self._slots.take()
-        if nat_port is None:
-            self._exhausted += 1
-            log.debug("NAT port space exhausted; SYN dropped")
-            return
-        index, port = divmod(nat_port, 65536)
-        listener = self._listeners[index]
-        src_b, dst_b = src.to_bytes(4, "big"), dst.to_bytes(4, "big")
-        app_side = pk.four_tuple(src_b, dst_b, sport, dport)
-        kernel_in = pk.four_tuple(self._fake_bytes, self._local_bytes, port, listener)
-        kernel_out = pk.four_tuple(self._local_bytes, self._fake_bytes, listener, port)
-        app_in = pk.four_tuple(dst_b, src_b, dport, sport)
-        key = (src, dst, sport, dport)
-        flow = _Flow(nat_port, key, pk.Rewrite.between(app_side, kernel_in),
-                     pk.Rewrite.between(kernel_out, app_in), bytes(packet), now)
-        self._by_key[key] = flow
-        self._by_port[nat_port] = flow
-        self._live[nat_port] = flow
-        self._flows_total += 1
-        self._events.append(FlowRequested(nat_port=nat_port, client=_endpoint(src, sport),
-                                          target=_endpoint(dst, dport)))
-
-    def _offload_flow(self, flow: _Flow) -> None:
-        offload = self._offload
-        forward_key, back_key = self._legs(flow)
-        if not offload.add(forward_key, flow.forward):
-            return
-        if not offload.add(back_key, flow.back):
-            offload.remove(forward_key)
-            return
-        flow.offloaded = True
-        self._offloaded_total += 1
-        self._offloaded_active += 1
-
-    def _forget(self, flow: _Flow) -> None:
-        """Drop a flow; its slot is held until ``linger`` after its release (our local socket
-        may be in TIME_WAIT on it), or freed now if it was never released."""
-        self._orphan(flow)
-        slot = flow.slot
-        if self._by_port.get(slot) is flow:
-            del self._by_port[slot]
-            if flow.state is _State.RELEASED:
-                self._slots.hold(slot, flow.released_at + self._linger)
-            else:
-                self._slots.free(slot)
-        if self._live.get(slot) is flow:
-            del self._live[slot]
-
-    def _orphan(self, flow: _Flow) -> None:
-        """Give up the flow's four-tuple: fast-path entries and the key go (before they can
-        be reused); the NAT port stays taken until the local socket is released and has
-        lingered. Return-leg packets of the old connection are dropped from now on."""
-        flow.orphaned = True
-        if flow.offloaded:
-            flow.offloaded = False
-            self._offloaded_active -= 1
-            for key in self._legs(flow):
-                self._offload.remove(key)
-        if self._by_key.get(flow.key) is flow:
-            del self._by_key[flow.key]
-
-    def _legs(self, flow: _Flow) -> tuple[bytes, bytes]:
-        """The four-tuples of a flow's forward leg (as the app sends) and return leg (as
-        the listener sends): its keys in the kernel's flow map. Derived, not stored."""
-        src, dst, sport, dport = flow.key
-        index, port = divmod(flow.slot, 65536)
-        return (pk.four_tuple(src.to_bytes(4, "big"), dst.to_bytes(4, "big"), sport, dport),
-                pk.four_tuple(self._local_bytes, self._fake_bytes, self._listeners[index], port))

@@ -1,14 +1,16 @@
 """The values the TCP reflector exchanges with the engine (see ``client.reflector``).
 
 Endpoints and flow descriptions, the event that asks for a gateway stream, how
-a refused flow is answered, the counters, and the interface of the in-kernel
-fast path. ``client.reflector`` re-exports all of them.
+a refused flow is answered (and which answer a gateway's refusal calls for, for
+the UDP and ICMP paths too), the counters, and the interface of the in-kernel
+fast path. ``client.reflector`` re-exports the types.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 import typing
 from dataclasses import dataclass
 
@@ -51,6 +53,25 @@ class Refusal(enum.Enum):
     HOST_UNREACHABLE = "host"       #: ICMP type 3 code 1 (also used for timeouts)
     NET_UNREACHABLE = "net"         #: ICMP type 3 code 0
     PROHIBITED = "prohibited"       #: ICMP type 3 code 13
+
+
+_PROXY_ERROR = re.compile(r";\s*error=([A-Za-z0-9_.*-]+)")
+
+
+def refusal_for(status: int, proxy_status: str) -> Refusal:
+    """Map the gateway's error answer (its status and the ``error`` parameter of its
+    RFC 9209 ``proxy-status``, never words in the details) to what the app should see."""
+    found = _PROXY_ERROR.search(proxy_status.partition('"')[0])    # details come quoted, last
+    error = found.group(1) if found else ""
+    if status == 403 or error == "destination_ip_prohibited":
+        return Refusal.PROHIBITED
+    if error == "connection_refused":
+        return Refusal.REFUSED
+    if error == "destination_ip_unroutable":
+        return Refusal.NET_UNREACHABLE
+    if status in (401, 407):
+        return Refusal.PROHIBITED
+    return Refusal.HOST_UNREACHABLE
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,11 @@ port name the flow (its NAT slot), and a ``StreamPipe`` moves bytes between
 that socket and the stream. There are several listeners only to multiply the
 local four-tuples (see ``Reflector``); they are interchangeable.
 
-A 2xx that ends the stream at once (a gateway whose target closed right away)
-is an accepted flow whose server side is over: the SYN is released as for any
-2xx, and the pipe hands the app its FIN as soon as the connection arrives.
-A stream the gateway refused unprocessed (REFUSED_STREAM, as for requests
-above a GOAWAY's last stream id) before answering is dropped without a word to
-the app: its SYN retransmission comes back as a new flow, on whatever link the
-session has then, and is refused there only if that link takes no streams.
-Every flow talks to the link it was opened on, not the session's current one.
+Each flow is a ``TcpFlow`` (``client.tcp_flow``): how it reads the gateway's
+answer and drains at its end is told there. A SYN retransmission after a
+stream refused unprocessed (REFUSED_STREAM, as for requests above a GOAWAY's
+last stream id) comes back as a new flow, on whatever link the session has
+then, and is refused there only if that link takes no streams.
 
 With the in-kernel fast path (the reflector's ``FlowOffload``), an accepted
 flow's packets no longer come through here at all, so nothing idles it out:
@@ -30,159 +27,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
-import time
 import typing
 
-from client.reflector import FlowRequested, Reflector, Refusal
+from client.reflector import Reflector
+from client.reflector_types import FlowRequested, Refusal, refusal_for
 from client.session import GatewaySession
-from client.wire.frames import REFUSED_STREAM
+from client.tcp_flow import TcpFlow
+from client.tcp_sockets import LISTEN_BACKLOG
 from client.wire.pipe import StreamPipe, reset_socket
 
 log = logging.getLogger(__name__)
 
-#: Backlog of each reflection listener (connections the kernel completed, not yet accepted).
-LISTEN_BACKLOG = 4096
-#: Reflection listeners: each adds 55 536 local four-tuples, which lets about 900 more
-#: new connections per second through, sustained (each four-tuple spends 60 s in TIME_WAIT).
-LISTENERS = 8
 #: How long the client waits for the gateway's answer to a CONNECT.
 ANSWER_TIMEOUT = 20.0
 #: How long an accepted flow may take to reach the listener (longer than an app's SYN retries).
 ATTACH_TIMEOUT = 150.0
-#: How long a draining flow (below) may go without delivering a byte before it is reset.
+#: How long a draining flow (``client.tcp_flow``) may go without delivering a byte before it is reset.
 DRAIN_STALL = 300.0
-
-
-#: TCP states (include/net/tcp_states.h) in which our FIN has been acknowledged:
-#: FIN_WAIT2, TIME_WAIT, and CLOSE (after LAST_ACK, or the socket's TIME_WAIT moved aside).
-_FIN_ACKNOWLEDGED = frozenset((5, 6, 7))
-
-
-def send_fin(sock) -> None:
-    """Half-close TCP socket ``sock`` (a transport's socket) at once: a transport's own
-    ``write_eof`` may wait for the loop's next turn (uvloop), and it is the FIN's fate that
-    tells whether the flow may go. Nothing happens when it has already gone."""
-    raw = socket.socket(fileno=sock.fileno())
-    try:
-        raw.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass                    # ENOTCONN: closed already (its FIN acknowledged, or a reset)
-    finally:
-        raw.detach()
-
-
-def fin_acknowledged(sock) -> bool:
-    """True once the peer has acknowledged our FIN on TCP socket ``sock``, and with it
-    every byte before it; True too when the socket cannot say (it is gone)."""
-    try:
-        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in _FIN_ACKNOWLEDGED
-    except OSError:
-        return True
-
-
-def bind_listeners(address: str, count: int = LISTENERS) -> list[socket.socket]:
-    """``count`` listening sockets on ``address``, each on a port of the kernel's choice.
-    Raises OSError (with none left open) when one cannot be bound."""
-    listeners: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listeners.append(listener)
-            listener.bind((address, 0))
-            listener.listen(LISTEN_BACKLOG)
-    except OSError:
-        for listener in listeners:
-            listener.close()
-        raise
-    return listeners
-
-
-_PROXY_ERROR = re.compile(r";\s*error=([A-Za-z0-9_.*-]+)")
-
-
-def refusal_for(status: int, proxy_status: str) -> Refusal:
-    """Map the gateway's error answer (its status and the ``error`` parameter of its
-    RFC 9209 ``proxy-status``, never words in the details) to what the app should see."""
-    found = _PROXY_ERROR.search(proxy_status.partition('"')[0])    # details come quoted, last
-    error = found.group(1) if found else ""
-    if status == 403 or error == "destination_ip_prohibited":
-        return Refusal.PROHIBITED
-    if error == "connection_refused":
-        return Refusal.REFUSED
-    if error == "destination_ip_unroutable":
-        return Refusal.NET_UNREACHABLE
-    if status in (401, 407):
-        return Refusal.PROHIBITED
-    return Refusal.HOST_UNREACHABLE
-
-
-class _Flow(StreamPipe):
-    """A StreamPipe that first waits for the gateway's answer."""
-
-    def __init__(self, path: "TcpPath", nat_port: int) -> None:
-        super().__init__(path.session.link, on_done=path._flow_done)
-        self.path = path
-        self.nat_port = nat_port
-        self.answered = False
-        #: the one pending timer of the flow: waiting for the answer, then for the listener
-        self.timer: asyncio.TimerHandle | None = None
-        #: ended both ways but not yet delivered: (bytes left, when that last changed)
-        self.draining: tuple[int, float] | None = None
-
-    def disarm(self) -> None:
-        """Cancel the pending timer (thousands of flows a second must not pile up timers)."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def on_response(self, status: int, headers: dict[str, str], ended: bool) -> None:
-        self.answered = True
-        self.path._answered(self, status, headers.get("proxy-status", ""))
-
-    def on_reset(self, error_code: int) -> None:
-        if not self.answered:
-            self.answered = True
-            self.path._refuse(self, Refusal.HOST_UNREACHABLE,
-                              tell_app=error_code != REFUSED_STREAM)
-            return
-        super().on_reset(error_code)
-
-    def _both_ended(self) -> None:
-        # Our socket stands in for the server, and only the reflector's mapping carries its
-        # last bytes to the app. When the app ended first (a half-close), those bytes may
-        # still wait in our socket while the app reads slowly, and so may our FIN alone: an
-        # answer that filled the app's buffer is all acknowledged, but the app's kernel
-        # holds back or drops the FIN until the app reads. So the FIN goes now, and unless
-        # it is acknowledged at once the socket stays open and the flow is not released
-        # until it is (``TcpPath.after_batch``, ``TcpPath.expire``): the mapping would lapse
-        # after its settle time, and the app would wait for its EOF for ever.
-        transport = self.transport
-        if not transport.is_closing():
-            if transport.get_write_buffer_size():
-                transport.write_eof()           # the FIN follows the buffered bytes
-            else:
-                send_fin(transport.get_extra_info("socket"))
-        if self.delivered():
-            super()._both_ended()
-            return
-        self.draining = (self.undelivered(), time.monotonic())
-        self._finish()
-
-    def delivered(self) -> bool:
-        """Everything written to the socket, our FIN included, is acknowledged (or the
-        socket is closing)."""
-        transport = self.transport
-        if transport.is_closing():
-            return True
-        return not transport.get_write_buffer_size() and fin_acknowledged(
-            transport.get_extra_info("socket"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.draining is not None:
-            self.path._drained(self)
-        super().connection_lost(exc)
 
 
 class _Arrival(asyncio.Protocol):
@@ -208,9 +70,9 @@ class TcpPath:
         self._listeners = tuple(listeners)    # in the reflector's listener-port order
         self._tun_write = tun_write
         self._loop = asyncio.get_running_loop()
-        self._flows: dict[int, _Flow] = {}
-        self._draining: dict[int, _Flow] = {}     # ended both ways, last bytes not yet delivered
-        self._just_drained: list[_Flow] = []      # of those, the ones that began since the last batch
+        self._flows: dict[int, TcpFlow] = {}
+        self._draining: dict[int, TcpFlow] = {}     # ended both ways, last bytes not yet delivered
+        self._just_drained: list[TcpFlow] = []      # of those, the ones that began since the last batch
         self.flows_refused = 0
         self._servers: list[asyncio.AbstractServer] = []
         for listener in self._listeners:
@@ -256,25 +118,27 @@ class TcpPath:
                     self._finish_draining(flow)
 
     def _open(self, event: FlowRequested) -> None:
-        flow = _Flow(self, event.nat_port)
+        flow = TcpFlow(self, event.nat_port)
         link = flow.link
         if not link.can_open:
             # Reconnecting: the app hears of it. Going away (still open): the engine is
             # moving the session to a new link, where the app's next SYN will land.
-            self._refuse(flow, Refusal.HOST_UNREACHABLE, tell_app=not link.is_open)
+            self.refuse(flow, Refusal.HOST_UNREACHABLE, tell_app=not link.is_open)
             return
         stream_id = link.open(self.session.connect_headers(str(event.target)), flow)
         flow.stream_id = stream_id
         self._flows[event.nat_port] = flow
         flow.timer = self._loop.call_later(ANSWER_TIMEOUT, self._answer_timeout, flow)
 
-    def _answer_timeout(self, flow: _Flow) -> None:
+    def _answer_timeout(self, flow: TcpFlow) -> None:
         if not flow.answered:
             flow.answered = True
             flow.link.reset(flow.stream_id)
-            self._refuse(flow, Refusal.HOST_UNREACHABLE)
+            self.refuse(flow, Refusal.HOST_UNREACHABLE)
 
-    def _answered(self, flow: _Flow, status: int, proxy_status: str) -> None:
+    def flow_answered(self, flow: TcpFlow, status: int, proxy_status: str) -> None:
+        """The gateway answered ``flow``'s CONNECT: a 2xx releases the held SYN, any other
+        status refuses the flow. Called by the flow."""
         flow.disarm()
         if 200 <= status < 300:
             syn = self.reflector.accept_flow(flow.nat_port, self._loop.time())
@@ -284,17 +148,18 @@ class TcpPath:
             self._tun_write(syn)
             flow.timer = self._loop.call_later(ATTACH_TIMEOUT, self._attach_timeout, flow)
             return
-        self._refuse(flow, refusal_for(status, proxy_status))
+        self.refuse(flow, refusal_for(status, proxy_status))
         log.info("flow to %s refused by the gateway: %d %s", flow.nat_port, status, proxy_status)
 
-    def _attach_timeout(self, flow: _Flow) -> None:
+    def _attach_timeout(self, flow: TcpFlow) -> None:
         if flow.transport is None and self._flows.get(flow.nat_port) is flow:
             log.info("flow %d never reached the listener; aborted", flow.nat_port)
             flow.abort()
 
-    def _refuse(self, flow: _Flow, refusal: Refusal, *, tell_app: bool = True) -> None:
+    def refuse(self, flow: TcpFlow, refusal: Refusal, *, tell_app: bool = True) -> None:
         """Forget a flow the gateway did not take; unless ``tell_app`` is False (the app's
-        SYN retransmission is to retry it), the app gets ``refusal``."""
+        SYN retransmission is to retry it), the app gets ``refusal``. Called by the flow too
+        (its stream reset before an answer)."""
         flow.disarm()
         self._flows.pop(flow.nat_port, None)
         if flow.stream_id is not None:
@@ -320,8 +185,9 @@ class TcpPath:
         transport.set_protocol(flow)
         flow.connection_made(transport)
 
-    def _flow_done(self, pipe: StreamPipe) -> None:
-        flow = typing.cast(_Flow, pipe)
+    def flow_done(self, pipe: StreamPipe) -> None:
+        """A flow's pipe is over (its ``on_done``): release it, or hold it while it drains."""
+        flow = typing.cast(TcpFlow, pipe)
         flow.disarm()
         if self._flows.get(flow.nat_port) is flow:
             del self._flows[flow.nat_port]
@@ -331,13 +197,14 @@ class TcpPath:
         else:
             self.reflector.release(flow.nat_port, self._loop.time())
 
-    def _finish_draining(self, flow: _Flow) -> None:
+    def _finish_draining(self, flow: TcpFlow) -> None:
         """A draining flow's last bytes are acknowledged: close its socket and release it."""
         flow.transport.close()
-        self._drained(flow)
+        self.flow_drained(flow)
 
-    def _drained(self, flow: _Flow) -> None:
-        """A draining flow delivered everything, or its socket is gone: release it."""
+    def flow_drained(self, flow: TcpFlow) -> None:
+        """A draining flow delivered everything, or its socket is gone: release it. Called
+        by the flow too (its socket lost)."""
         flow.draining = None
         if self._draining.get(flow.nat_port) is flow:
             del self._draining[flow.nat_port]
@@ -356,7 +223,7 @@ class TcpPath:
             elif now - flow.draining[1] >= DRAIN_STALL:
                 log.info("flow %d delivered nothing for %.0f s; reset", flow.nat_port, DRAIN_STALL)
                 reset_socket(flow.transport)
-                self._drained(flow)
+                self.flow_drained(flow)
         self._just_drained.clear()      # looked at just now (without TUN traffic, no batch does)
         for nat_port in self.reflector.expire(now):
             flow = self._flows.pop(nat_port, None)
@@ -365,7 +232,7 @@ class TcpPath:
             elif nat_port in self._draining:
                 self._abandon(self._draining[nat_port])
 
-    def _abandon(self, flow: _Flow) -> None:
+    def _abandon(self, flow: TcpFlow) -> None:
         """Reset a draining flow without releasing it (its slot is already gone, or all are)."""
         flow.draining = None
         del self._draining[flow.nat_port]

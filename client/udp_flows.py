@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from client import packet as pk
 from client.ip_reassembly import Reassembler
-from client.reflector import Endpoint
+from client.reflector_types import Endpoint
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ answer -- DNS must not pay an extra round trip. Datagrams coming back become
 IPv4/UDP packets from the server, written to the TUN. A refusal becomes the
 ICMP error the app would have got from the server: administratively
 prohibited for a denial, network or host unreachable for the gateway's other
-refusals (read as for TCP, ``tcp_path.refusal_for``), port unreachable when
+refusals (read as for TCP, ``reflector_types.refusal_for``), port unreachable when
 the gateway relays one. A stream the gateway ends with its 2xx closes its flow
 at once. A stream it refused unprocessed (REFUSED_STREAM, as above a GOAWAY's
 last stream id) closes its flow without a word: the datagram is lost, and the
@@ -23,9 +23,8 @@ import logging
 import time
 import typing
 
-from client.reflector import Refusal
+from client.reflector_types import Refusal, refusal_for
 from client.session import GatewaySession
-from client.tcp_path import refusal_for
 from client.udp_flows import UdpDatagram, UdpFlowOpened, UdpFlows
 from client.wire.capsule import (DATAGRAM, UNREACHABLE, CapsuleError, CapsuleParser,
                                  encode_datagram, parse_datagram)

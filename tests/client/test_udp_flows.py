@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.reflector import Endpoint
+from client.reflector_types import Endpoint
 from client.udp_flows import UdpDatagram, UdpFlowKey, UdpFlowOpened, UdpFlows
 from tests.client.fragments import fragment
 from tests.client.packets import addr, ip_header, ipv4_ok, reference_checksum, tcp_packet, udp_packet
