@@ -71,7 +71,7 @@ LOGIN = [(":method", "POST"), (":scheme", "https"), (":authority", "gateway"),
 def test_logins_whose_body_is_still_coming_are_capped_per_connection(tmp_path):
     """A connection may have a few login bodies arriving at once (each is held until it ends);
     beyond them a new login gets 429 at once, and ended ones give their places back."""
-    from gateway_stub.server import MAX_LOGIN_BODIES
+    from gateway_stub.connection import MAX_LOGIN_BODIES
 
     async def main():
         async with Bench(tmp_path) as bench:
