@@ -244,7 +244,7 @@ class GatewayApi:
         address = None
         if self.pool is not None:
             try:
-                address = self.pool.lease(session_id)
+                address = self.pool.lease(session_id, owner=username)
             except PoolExhausted:
                 return ApiResponse(503, {"error": "the gateway's address pool is exhausted"}), None
         session = Session(id=session_id, user=user, source=source, address=address,

@@ -13,6 +13,9 @@ from gateway_stub.passwords import hash_password
 _FAST = dict(n=2, r=1, p=1)
 
 PASSWORDS = {"alice": "correct horse battery", "bob": "bob's secret", "carol": "carol's secret"}
+#: alice's own address in the pool 10.200.0.0/24, derived from her name alone
+#: (gateway_stub.pool): the same in every session and after a gateway restart.
+ALICE_ADDRESS = "10.200.0.242/24"
 #: carol must also give a one-time code from this TOTP secret.
 TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 

@@ -23,7 +23,7 @@ from client.trust import Trust
 from client.tun import MemoryTun
 from tests.client.engine_rig import APP, REFLECT, RST, SYN, Prompts, Rig, open_and_closed_ports, run
 from tests.client.packets import fields, tcp_packet, udp_packet
-from tests.support import TOTP_SECRET, UdpEcho
+from tests.support import ALICE_ADDRESS, TOTP_SECRET, UdpEcho
 
 
 def test_connect_applies_pushed_state_and_disconnect_restores_it(tmp_path):
@@ -33,7 +33,7 @@ def test_connect_applies_pushed_state_and_disconnect_restores_it(tmp_path):
         await rig.start()
         await rig.connected()
         state = rig.routes.state
-        assert str(state.addresses[0]) == "10.200.0.2/24"
+        assert str(state.addresses[0]) == ALICE_ADDRESS
         assert [str(r) for r in state.routes] == ["127.0.0.0/8"]
         assert [str(s) for s in rig.dns.state.servers] == ["127.0.0.53"]
         await rig.close()
@@ -59,7 +59,7 @@ def test_excluded_networks_are_left_out_of_the_routes(tmp_path, monkeypatch):
         assert [str(routes[0]), str(routes[1]), str(routes[-1])] == [
             "127.0.0.0/32", "127.0.0.2/31", "127.64.0.0/10"]
         assert rig.routes.pinned_gateway is None
-        assert (State.CONNECTED, "address 10.200.0.2/24 networks 127.0.0.0/8 "
+        assert (State.CONNECTED, f"address {ALICE_ADDRESS} networks 127.0.0.0/8 "
                 "except 127.0.0.1/32,127.128.0.0/9,192.0.2.0/24") in rig.states
         await rig.close()
     run(main())

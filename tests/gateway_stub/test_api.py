@@ -6,7 +6,7 @@ import json
 
 from gateway_stub.api import GatewayApi
 from gateway_stub.config import load_config
-from tests.support import PASSWORDS, write_gateway
+from tests.support import ALICE_ADDRESS, PASSWORDS, write_gateway
 
 import pytest
 
@@ -62,7 +62,7 @@ def test_config_lists_only_allowed_networks(api):
     """The config document carries the lease and the networks of allowed resources only."""
     _, session = login(api)
     doc = json.loads(api.client_config(session).encoded())
-    assert doc["include"] == ["10.77.0.0/24"] and doc["address"] == "10.200.0.2/24"
+    assert doc["include"] == ["10.77.0.0/24"] and doc["address"] == ALICE_ADDRESS
 
 
 @pytest.mark.parametrize(("dns_port", "pushed"), [("53", True), ("80", False)])

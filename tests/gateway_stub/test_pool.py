@@ -75,14 +75,43 @@ def test_too_small_network_is_refused():
         AddressPool(IPv4Network("10.0.0.0/31"))
 
 
-@given(st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=9)), max_size=60))
-def test_leases_stay_unique_and_inside_the_pool(operations):
-    """Under any lease/release sequence, live leases are distinct pool hosts, never the gateway."""
+def test_an_owner_gets_the_same_address_in_every_session_and_every_pool_instance():
+    """A user's own address depends on the name alone: a later session, or a new pool
+    (a restarted gateway), leases them the same one, whatever others took meanwhile."""
+    first = AddressPool(IPv4Network("10.200.0.0/24"))
+    mine = first.lease("s1", owner="alice")
+    first.release("s1")
+    for i in range(5):
+        first.lease(f"other{i}")
+    assert first.lease("s2", owner="alice") == mine
+    restarted = AddressPool(IPv4Network("10.200.0.0/24"))
+    restarted.lease("x", owner="bob")
+    assert restarted.lease("s3", owner="alice") == mine
+    assert mine != first.gateway
+
+
+def test_an_owners_address_taken_by_another_session_gives_the_next_free_one():
+    """Two sessions of one user (or a clash of two names) still get distinct addresses,
+    and order-given leases step over an address an owner took out of turn."""
     pool = AddressPool(IPv4Network("10.0.0.0/29"))
-    for is_lease, n in operations:
+    a = pool.lease("s1", owner="alice")
+    b = pool.lease("s2", owner="alice")
+    rest = [pool.lease(f"n{i}") for i in range(3)]
+    assert len({a, b, *rest}) == 5
+    with pytest.raises(PoolExhausted):
+        pool.lease("s3", owner="alice")
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=9),
+                          st.sampled_from([None, "alice", "bob", "carol"])), max_size=60))
+def test_leases_stay_unique_and_inside_the_pool(operations):
+    """Under any lease/release sequence, with or without owners, live leases are distinct
+    pool hosts, never the gateway, and a lease fails only when the pool is full."""
+    pool = AddressPool(IPv4Network("10.0.0.0/29"))
+    for is_lease, n, owner in operations:
         if is_lease:
             try:
-                pool.lease(f"s{n}")
+                pool.lease(f"s{n}", owner=owner)
             except PoolExhausted:
                 assert pool.in_use == pool.capacity
         else:

@@ -14,7 +14,7 @@ from gateway_stub.certs import fingerprint_sha256
 from gateway_stub.limits import PRE_LOGIN_HEADER_BYTES
 from tests.gateway_stub.rig import Bench, Flow, connect, echo_server, free_port, raw_tls, run
 from tests.client.wire.h2peer import client_start, frame
-from tests.support import PASSWORDS
+from tests.support import ALICE_ADDRESS, PASSWORDS
 
 
 def test_login_returns_config_with_pool_address_and_routes(tmp_path):
@@ -22,7 +22,7 @@ def test_login_returns_config_with_pool_address_and_routes(tmp_path):
     async def main():
         async with Bench(tmp_path) as bench:
             session = await bench.login()
-            assert str(session.config.address) == "10.200.0.2/24"
+            assert str(session.config.address) == ALICE_ADDRESS
             assert [str(n) for n in session.config.include] == ["127.0.0.0/8"]
             assert session.config.resources == ("intranet",)
             await session.logout()
