@@ -27,6 +27,7 @@ import sys
 import threading
 
 from client.errors import ClientError, UsageError
+from client.resume_pacing import RECONNECT_FOR, reconnect_delays
 from client.states import State
 
 DEFAULT_STATE_DIR = pathlib.Path("/var/lib/tunnelgate")
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     trust.add_argument("--pin", help="pinned server certificate fingerprint, sha256:HEX")
     con.add_argument("--foreground", action="store_true",
                      help="run the engine in this process until Ctrl-C (needs root)")
+    con.add_argument("--reconnect-for", type=_seconds, default=None, metavar="SECONDS",
+                     help="foreground only (implies --foreground): how long to try to get a "
+                          f"lost session back before giving up (default {RECONNECT_FOR:g}; 0: never)")
     con.add_argument("--state-dir", type=pathlib.Path, default=None,
                      help="foreground only (implies --foreground): where the journal of host changes "
                           f"is kept (default $TUNNELGATE_STATE_DIR or {DEFAULT_STATE_DIR})")
@@ -85,6 +89,17 @@ def _parser() -> argparse.ArgumentParser:
     pw.add_argument("--password-stdin", action="store_true",
                     help="read the password from the first line of standard input")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds, 0 or more (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -176,7 +191,10 @@ def _connect(args: argparse.Namespace) -> int:
     recovered = DnsManager.recover(dns_journal) or recovered
     if recovered:
         print("restored host changes left by an earlier run that did not finish", flush=True)
-    engine = Engine(EngineOptions(gateway=gateway, trust=trust, username=args.user), password,
+    window = RECONNECT_FOR if args.reconnect_for is None else args.reconnect_for
+    options = EngineOptions(gateway=gateway, trust=trust, username=args.user,
+                            reconnect_delays=reconnect_delays(window))
+    engine = Engine(options, password,
                     tun_factory=lambda mtu: KernelTun(mtu=mtu), routes=RouteManager(journal),
                     dns=DnsManager(dns_journal), prompter=TerminalPrompter(),
                     on_state=lambda s, d: print(f"{s.value}{': ' + d if d else ''}", flush=True))
@@ -194,7 +212,7 @@ def _connect(args: argparse.Namespace) -> int:
 
 def _foreground(args: argparse.Namespace) -> bool:
     """Whether ``connect`` runs the engine here rather than through the service."""
-    if args.foreground or args.state_dir is not None:
+    if args.foreground or args.state_dir is not None or args.reconnect_for is not None:
         return True
     from client.control.client import socket_path
     return os.geteuid() == 0 and not socket_path().exists()

@@ -12,7 +12,9 @@ from here). While connected, a PING every ``keepalive`` seconds proves the gatew
 alive, and so does one at once when the network under the tunnel changes or the
 machine wakes (``client.netwatch``); a lost session is resumed on a new TLS
 connection while the TUN, routes and DNS stay in place (routes applied again, DNS
-and MTU pushed anew applied), and a GOAWAY from the gateway moves the session to a
+and MTU pushed anew applied) -- or, when the gateway no longer knows the session (it
+restarted), logged in again with the password given for this connection, kept in
+memory only while connected -- and a GOAWAY from the gateway moves the session to a
 new connection while the open flows finish on the old one. A disconnect logs the
 session out, over a new connection if the link is down, within 2 s. A session that
 ends for good, a dead peer, a TUN device that went away or a stop request all lead
@@ -22,62 +24,35 @@ through the same teardown, which stops the datapath and undoes every host change
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import logging
 import time
 import typing
 
 from client.awaiting import unless_stopped
-from client.bpf.offload import offload_enabled
 from client.datapath import Stats
 from client.dns import HostDns
-from client.errors import ClientError, HostSetupError, LoginFailed, SessionLost, TrustError
+from client.engine_options import EngineOptions
+from client.errors import (ClientError, HostSetupError, LoginFailed, SessionExpired, SessionLost,
+                           TrustError)
 from client.host_setup import HostSetup, gateway_address
 from client.nethost import NetworkHost
-from client.netwatch import NetWatcher
+from client.netwatch import ChangeFeed, NetWatcher
 from client.prompter import Prompter
+from client.resume_pacing import ResumePacing
 from client.routes import HostRoutes
-from client.session import GatewayAddress, GatewaySession, open_session
+from client.session import GatewaySession, open_session
 from client.split_routes import describe_networks
 from client.states import State, check_transition
 from client.trust import Trust
 from client.tun import TunDevice
 
+__all__ = ["Engine", "EngineOptions", "Stats"]
+
 log = logging.getLogger(__name__)
-
-#: Private link network of the TUN used for TCP reflection: the TUN's own
-#: address (where the listener is bound) and one unassigned neighbour.
-REFLECT_NETWORK = ipaddress.IPv4Network("198.18.255.252/30")
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineOptions:
-    """How to connect."""
-
-    gateway: GatewayAddress
-    """The gateway."""
-    trust: Trust
-    """How to trust its certificate."""
-    username: str
-    """Login name."""
-    reflect_network: ipaddress.IPv4Network = REFLECT_NETWORK
-    """The TUN's reflection link network (a /30 or larger)."""
-    dead_peer_timeout: float = 10.0
-    """A PING unanswered this long ends the session."""
-    reconnect_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
-    """Pauses before each attempt to resume a lost session (empty: never)."""
-    tcp_fast_path: bool = dataclasses.field(default_factory=offload_enabled)
-    """Rewrite established TCP flows in the kernel (eBPF on the TUN) instead of in Python.
-    Defaults to on unless ``$TUNNELGATE_BPF=0``; falls back to Python where BPF is unavailable."""
-
 
 #: How long a probe sent because the network changed waits for its answer.
 NETWORK_PROBE_TIMEOUT = 3.0
-#: A session lost again sooner than this after it was (re)established counts as a quick loss.
-STABLE_AFTER = 30.0
-#: The longest extra pause before resuming after quick losses in a row.
-MAX_FLAP_PAUSE = 30.0
 
 
 def _lost_for_good(reason: str, cause: ClientError) -> SessionLost:
@@ -110,8 +85,7 @@ class Engine:
         #: The error that ended the run, set before the failed state is announced
         #: (None while it has not failed, or when it was interrupted).
         self.failure: ClientError | None = None
-        self._up_since: float | None = None     # when the session was last (re)established
-        self._quick_losses = 0                   # sessions in a row lost within STABLE_AFTER
+        self._pacing = ResumePacing(options.reconnect_delays)
         self.state = State.DISCONNECTED
         self.session: GatewaySession | None = None
         self._draining: set[typing.Any] = set()    # links the gateway sent GOAWAY on, finishing
@@ -140,17 +114,14 @@ class Engine:
         opts = self.options
         self._set(State.CONNECTING, str(opts.gateway))
         try:
-            try:
-                self.session = await self._log_in(stop)
-            finally:
-                self._password = ""  # not needed any more, whatever happened
+            self.session = await self._log_in(stop)
             if self.session is not None:  # None: stopped while logging in
                 self._set(State.CONFIGURING)
                 self._host.configure(self.session)
                 cfg = self.session.config
                 self._set(State.CONNECTED, "address {} networks {}".format(
                     cfg.address or self._tun_address(), describe_networks(cfg.include, cfg.exclude)))
-                self._up_since = time.monotonic()
+                self._pacing.established(time.monotonic())
                 await self._stay_connected(stop)
         except ClientError as exc:
             await self._host.reset_connections()
@@ -218,11 +189,10 @@ class Engine:
         keepalive = self.session.config.keepalive
         stopper = asyncio.ensure_future(stop.wait())
         tun_lost = self._host.datapath.tun_lost
-        watcher = await self._watch_network()
-        change = asyncio.ensure_future(watcher.changed()) if watcher else asyncio.Future()
+        changes = ChangeFeed(await self._watch_network())
         try:
             while True:
-                waits = {stopper, link.closed, tun_lost, change}
+                waits = {stopper, link.closed, tun_lost, changes.next}
                 if not link.going_away.done():
                     waits.add(link.going_away)
                 done, _ = await asyncio.wait(waits, timeout=keepalive,
@@ -233,9 +203,8 @@ class Engine:
                     raise HostSetupError(f"the TUN device {self._host.tun.name} went away "
                                          f"({tun_lost.result()})")
                 why, wait = "a keepalive", self.options.dead_peer_timeout
-                if change in done:   # probe at once, and briefly: an old path answers nothing
-                    why, wait = f"a probe after {change.result()}", min(wait, NETWORK_PROBE_TIMEOUT)
-                    change = asyncio.ensure_future(watcher.changed())
+                if changes.next in done:   # probe at once, and briefly: an old path answers nothing
+                    why, wait = f"a probe after {changes.take()}", min(wait, NETWORK_PROBE_TIMEOUT)
                 if link.going_away in done and link.going_away.result().error_code == 0:
                     moved = await self._resume_beside(link, stop)
                     if stop.is_set():
@@ -260,15 +229,13 @@ class Engine:
                     except ConnectionError:
                         continue
                 if reason is not None:
-                    await self._reconnect(reason, stop)
+                    await self._reconnect(reason, stop, changes)
                     if stop.is_set():
                         return
                     link, keepalive = self.session.link, self.session.config.keepalive
         finally:
             stopper.cancel()
-            change.cancel()
-            if watcher is not None:
-                watcher.close()
+            changes.close()
 
     async def _resume_beside(self, old: typing.Any, stop: asyncio.Event) -> bool:
         """The gateway sent GOAWAY: resume on a new connection for the flows to come while
@@ -279,7 +246,7 @@ class Engine:
                  "open flows finish", old.going_away.result().reason or "no reason given")
         before = self.session.config
         self._host.refresh_routes()
-        attempt = await unless_stopped(self.session.resume(self._trust()), stop)
+        attempt = await unless_stopped(self._resume_or_log_in(self._trust()), stop)
         if attempt is None:
             return False
         try:
@@ -303,53 +270,58 @@ class Engine:
             return None
         return await NetWatcher.open(gateway, host=self._network)
 
-    async def _reconnect(self, reason: str, stop: asyncio.Event) -> None:
+    async def _reconnect(self, reason: str, stop: asyncio.Event, changes: ChangeFeed) -> None:
         """Get the session back on a new TLS connection with the same token.
 
         The TUN, routes and DNS stay in place meanwhile; TCP connections that
-        were open are reset (their streams died with the old connection).
-        Raises SessionLost when the gateway stays away or forgot the session.
+        were open are reset (their streams died with the old connection). A change
+        of the network (one that came back) cuts the pause before the next attempt.
+        Raises SessionLost when the gateway stays away, or forgot the session and
+        refuses to log the user in again.
         """
         self._set(State.RECONNECTING, reason)
         trust = self._trust()
         last = reason
         before = self.session.config
-        for delay in self._resume_delays():
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
+        for delay in self._pacing.lost(time.monotonic()):
+            if await changes.pause(delay, stop):
+                log.info("%s: trying to resume at once", changes.take())
+            if stop.is_set():
                 return
-            except asyncio.TimeoutError:
-                pass
             self._host.refresh_routes()
-            attempt = await unless_stopped(self.session.resume(trust), stop)
+            attempt = await unless_stopped(self._resume_or_log_in(trust), stop)
             if attempt is None:
                 return
             try:
-                attempt.result()
+                how = attempt.result()
             except (LoginFailed, SessionLost, TrustError) as exc:
                 raise _lost_for_good(reason, exc) from None
             except ClientError as exc:
                 last = str(exc)
                 continue
             self._host.apply_resumed(before, self.session.config)
-            self._up_since = time.monotonic()
-            self._set(State.CONNECTED, "reconnected")
+            self._pacing.established(time.monotonic())
+            self._set(State.CONNECTED, how)
             return
         raise SessionLost(f"{reason}; could not reconnect ({last})")
 
-    def _resume_delays(self) -> tuple[float, ...]:
-        """The pauses before each resume attempt. A gateway that accepts each resume and
-        drops the session again at once would otherwise be hammered every first delay, for
-        ever: after quick losses in a row the first pause doubles, up to MAX_FLAP_PAUSE."""
-        delays = self.options.reconnect_delays
-        quick = self._up_since is not None and time.monotonic() - self._up_since < STABLE_AFTER
-        self._quick_losses = self._quick_losses + 1 if quick else 0
-        if not delays or not self._quick_losses:
-            return delays
-        return (min(delays[0] * 2 ** self._quick_losses, MAX_FLAP_PAUSE), *delays[1:])
+    async def _resume_or_log_in(self, trust: Trust) -> str:
+        """Resume the session on a new connection, or log in again when the gateway no
+        longer knows it (it restarted, or the session expired there) -- with the password
+        given for this connection, and a new one-time code if one is needed. What was
+        done, for the state's detail; raises what failed."""
+        try:
+            await self.session.resume(trust)
+            return "reconnected"
+        except SessionExpired as exc:
+            log.info("%s; logging in again", exc)
+        await self.session.log_in_again(trust, self.options.username, self._password,
+                                        prompter=self._prompter)
+        return "reconnected (logged in again)"
 
     def _teardown(self) -> None:
         """Undo everything; never raises (failures are logged)."""
+        self._password = ""   # kept only while connected, for logging in again
         self._host.stop_datapath()
         if self.session is not None and self.session.link.is_open:
             self.session.link.close("disconnecting")

@@ -46,6 +46,10 @@ class LoginFailed(ClientError):
     kind = "login_failed"
 
 
+class SessionExpired(LoginFailed):
+    """The gateway no longer knows the session (it restarted, or the session expired)."""
+
+
 class WrongCredentials(LoginFailed):
     """The gateway refused the user name or password (the tray app asks again on it)."""
 

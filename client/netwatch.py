@@ -30,7 +30,7 @@ import socket
 from client.netchange import ChangeDetector, IPAddress
 from client.nethost import LinuxNetwork, NetworkHost
 
-__all__ = ["NetWatcher"]
+__all__ = ["ChangeFeed", "NetWatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +180,37 @@ class NetWatcher:
         except Exception as exc:  # a closed loop: nothing can read the socket any more
             log.debug("cannot remove the netlink reader: %r", exc)
         monitor.close()
+
+
+class ChangeFeed:
+    """A watcher's next change as a future, renewed each time one is taken: what the
+    engine waits on beside its link, and what cuts a pause between resume attempts."""
+
+    def __init__(self, watcher: NetWatcher | None) -> None:
+        self._watcher = watcher
+        self.next: asyncio.Future = self._wait_next()
+        """Done with the reason when the network under the tunnel changed."""
+
+    def _wait_next(self) -> asyncio.Future:
+        return asyncio.ensure_future(self._watcher.changed()) if self._watcher else asyncio.Future()
+
+    def take(self) -> str:
+        """Why the network changed; starts waiting for the next change."""
+        reason, self.next = self.next.result(), self._wait_next()
+        return reason
+
+    async def pause(self, delay: float, stop: asyncio.Event) -> bool:
+        """Wait up to ``delay`` seconds, less if ``stop`` is set or the network changes
+        first; True for a change (not yet taken)."""
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({stopper, self.next}, timeout=delay,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        return self.next.done()
+
+    def close(self) -> None:
+        self.next.cancel()
+        if self._watcher is not None:
+            self._watcher.close()

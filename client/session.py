@@ -22,7 +22,8 @@ import urllib.parse
 from cryptography import x509
 
 from client.errors import (ClientError, GatewayProtocolError, GatewayUnreachable, LoginFailed,
-                           SessionLost, TrustError, UsageError, WrongCredentials)
+                           SessionExpired, SessionLost, TrustError, UsageError,
+                           WrongCredentials)
 from client.prompter import CertificateInfo, Prompter
 from client.trust import Trust, fingerprint, untrusted_message
 from client.wire import mux as m
@@ -165,7 +166,7 @@ class GatewaySession:
     async def resume(self, trust: Trust, *, timeout: float = 5.0) -> None:
         """Reconnect with the same token (no password, no one-time code again).
 
-        Raises LoginFailed when the gateway no longer knows the session, and
+        Raises SessionExpired when the gateway no longer knows the session, and
         SessionLost when the gateway changed the address or networks (included or
         excluded). On success ``link`` and ``config`` are the new ones (the DNS, MTU
         or keepalive may differ).
@@ -185,7 +186,8 @@ class GatewaySession:
         except (LinkClosed, asyncio.TimeoutError) as exc:
             raise GatewayUnreachable(f"the gateway at {self.gateway} dropped the session: {exc}") from None
         if response.status in (401, 403, 407):
-            raise LoginFailed("the session expired on the gateway; connect again")
+            raise SessionExpired("the gateway no longer knows the session (it restarted, "
+                                 "or the session expired)")
         if response.status != 200:  # busy or starting (503, a front's 502): worth another try
             answer = f"{response.status} {_error_text(response)}".rstrip()
             raise GatewayUnreachable(f"the gateway at {self.gateway} could not resume the session ({answer})")
@@ -196,6 +198,22 @@ class GatewaySession:
         if _placement(config) != _placement(self.config):
             raise SessionLost("the gateway changed this session's address or networks; connect again")
         return config
+
+    async def log_in_again(self, trust: Trust, username: str, password: str, *,
+                           prompter: Prompter | None = None) -> None:
+        """Log in anew on a new connection, for a session the gateway no longer knows; the
+        user is asked again for a one-time code if the gateway wants one (never the old one).
+
+        Raises as ``open_session`` does, and SessionLost when the new session has another
+        address or other networks (the host is routed for the old ones; the new session is
+        then logged out). On success ``link``, ``config`` and the token are the new ones.
+        """
+        fresh = await open_session(self.gateway, trust, username, password, prompter=prompter)
+        if _placement(fresh.config) != _placement(self.config):
+            await fresh.logout()
+            raise SessionLost("the gateway gave the new login another address or other "
+                              "networks; connect again")
+        self.link, self.config, self._token = fresh.link, fresh.config, fresh._token
 
     async def logout(self, trust: Trust | None = None, *, timeout: float = 2.0) -> None:
         """Tell the gateway the session is over, best effort, then close.

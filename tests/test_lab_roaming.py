@@ -37,10 +37,7 @@ def test_a_new_address_under_the_tunnel_is_noticed_and_the_session_resumed(lab, 
     lab.run(lab.client, ["sysctl", "-qw", f"net.ipv4.conf.{topo.OUTER_IF}.promote_secondaries=1"])
     tunnel = Tunnel(lab=lab, workdir=tmp_path, port=8447)
     tunnel.start_gateway(extra_server=f"keepalive = {KEEPALIVE}")
-    root = tmp_path / "www"
-    root.mkdir()
-    (root / "index.html").write_text("still here\n")
-    web = servers.start_http(lab, topo.INTRANET_HOST, 80, root)
+    web = servers.start_page(lab, topo.INTRANET_HOST, tmp_path / "www", "still here\n")
     before = host_snapshot(lab)
     client = tunnel.connect()
     try:

@@ -55,11 +55,12 @@ def test_unreachable_gateway_fails_clearly(lab, site):
 
 
 def test_gateway_killed_mid_session_ends_client_cleanly(lab, tmp_path):
-    """kill -9 of the gateway: the client says the session was lost, exits 1 and restores the host."""
+    """kill -9 of the gateway: once its reconnect window is over (3 s here, 2 min by
+    default), the client says the session was lost, exits 1 and restores the host."""
     tunnel = Tunnel(lab=lab, workdir=tmp_path, port=8444)
     tunnel.start_gateway(extra_server="keepalive = 1.0")
     before = host_snapshot(lab)
-    client = tunnel.connect()
+    client = tunnel.connect(reconnect_for=3)
     tunnel.stop_gateway(signal.SIGKILL)
     assert client.wait_exit() == 1, client.output()
     assert "session" in client.output() or "gateway" in client.output()
@@ -91,14 +92,15 @@ COUNTING_CLIENT = textwrap.dedent("""
 def test_a_gateway_shutting_down_lets_a_download_under_way_finish(lab, tmp_path):
     """SIGTERM to the gateway in the middle of a download: it sends GOAWAY and lets the
     open stream finish (within its 5 s grace) before it exits, so the app gets every
-    byte; the client then finds the gateway gone, says so, and restores the host."""
+    byte; the client then finds the gateway gone (for its reconnect window, 3 s here),
+    says so, and restores the host."""
     tunnel = Tunnel(lab=lab, workdir=tmp_path, port=8446)
     tunnel.start_gateway()
     server = lab.popen_python(lab.intranet, TRICKLE_SERVER, str(topo.INTRANET_HOST), "9050",
                               stdout=subprocess.PIPE, text=True)
     assert server.stdout.readline().strip() == "listening"
     before = host_snapshot(lab)
-    client = tunnel.connect()
+    client = tunnel.connect(reconnect_for=3)
     try:
         download = lab.popen_python(lab.client, COUNTING_CLIENT, str(topo.INTRANET_HOST), "9050",
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

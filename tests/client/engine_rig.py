@@ -145,7 +145,11 @@ class Proxy:
                 writer.close()
 
         async def accepted(reader, writer):
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
+            except OSError:        # nothing listens there: the client sees its connection end
+                writer.close()
+                return
             self._writers += [writer, up_writer]
             await asyncio.gather(relay(reader, up_writer), relay(up_reader, writer),
                                  return_exceptions=True)
@@ -174,6 +178,15 @@ def open_and_closed_ports() -> tuple[socket.socket, int, int]:
     closed_port = closed.getsockname()[1]
     closed.close()
     return listener, listener.getsockname()[1], closed_port
+
+
+async def until(predicate, timeout=10.0) -> None:
+    """Wait until ``predicate()`` is true; AssertionError after ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
 
 
 def run(coro):

@@ -15,15 +15,7 @@ from client.netchange import RouteSnapshot
 from client.states import State
 from client.trust import Trust
 from client.tun import MemoryTun
-from tests.client.engine_rig import Prompts, Rig, run
-
-
-async def _until(predicate, timeout=10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
+from tests.client.engine_rig import Prompts, Rig, run, until
 
 
 def test_a_silent_gateway_is_found_dead_and_the_session_resumed(tmp_path):
@@ -35,7 +27,7 @@ def test_a_silent_gateway_is_found_dead_and_the_session_resumed(tmp_path):
         await rig.connected()
         first = rig.engine.session.link
         rig.proxy.go_silent()
-        await _until(lambda: (State.CONNECTED, "reconnected") in rig.states)
+        await until(lambda: (State.CONNECTED, "reconnected") in rig.states)
         assert rig.engine.session.link is not first and not first.is_open
         assert any(s is State.RECONNECTING and "stopped answering" in d for s, d in rig.states)
         assert rig.routes.restore_count == 0 and rig.dns.state is not None
@@ -50,7 +42,7 @@ async def _connected_and_watching(tmp_path) -> Rig:
     rig = Rig(tmp_path, proxy=True)
     await rig.start()
     await rig.connected()
-    await _until(lambda: rig.network.lookups >= 1 and rig.network.open_monitors == 1)
+    await until(lambda: rig.network.lookups >= 1 and rig.network.open_monitors == 1)
     await asyncio.sleep(0.1)
     return rig
 
@@ -66,7 +58,7 @@ def test_a_network_change_finds_a_dead_session_at_once(tmp_path):
         started = loop.time()
         rig.network.route = RouteSnapshot(interface="wlan0", index=7, source="192.0.2.9")
         rig.network.announce()
-        await _until(lambda: (State.CONNECTED, "reconnected") in rig.states)
+        await until(lambda: (State.CONNECTED, "reconnected") in rig.states)
         assert loop.time() - started < 6
         assert any(s is State.RECONNECTING and "route to 127.0.0.1 now dev wlan0" in d
                    for s, d in rig.states), rig.states
@@ -100,7 +92,7 @@ def test_waking_from_sleep_probes_at_once(tmp_path):
         rig.proxy.go_silent()
         started = loop.time()
         rig.network.sleep(600)
-        await _until(lambda: (State.CONNECTED, "reconnected") in rig.states)
+        await until(lambda: (State.CONNECTED, "reconnected") in rig.states)
         assert loop.time() - started < 8          # the next 2 s clock tick, then a 3 s probe
         assert any(s is State.RECONNECTING and "woke from sleep" in d for s, d in rig.states)
         await rig.close()
@@ -117,8 +109,8 @@ def test_a_gateway_going_away_moves_the_session_to_a_new_connection_seamlessly(t
         await rig.connected()
         first = rig.engine.session.link
         rig.gateway.go_away("maintenance")
-        await _until(lambda: rig.engine.session.link is not first)
-        await _until(lambda: not first.is_open)
+        await until(lambda: rig.engine.session.link is not first)
+        await until(lambda: not first.is_open)
         assert rig.engine.session.link.is_open and rig.engine.state is State.CONNECTED
         assert not any(s is State.RECONNECTING for s, _ in rig.states), rig.states
         await rig.close()
@@ -176,7 +168,7 @@ def test_dns_pushed_differently_on_resume_is_applied(tmp_path, monkeypatch):
         await rig.connected()
         monkeypatch.setattr(api, "client_config", other_dns)
         rig.engine.session.link.close("test drops the connection")
-        await _until(lambda: (State.CONNECTED, "reconnected") in rig.states)
+        await until(lambda: (State.CONNECTED, "reconnected") in rig.states)
         assert [str(s) for s in rig.dns.state.servers] == ["127.0.0.54"]
         assert rig.dns.state.search == ("new.example",)
         assert [str(s) for s in rig.engine.session.config.dns_servers] == ["127.0.0.54"]
@@ -202,7 +194,7 @@ def test_a_gateway_busy_on_resume_is_tried_again(tmp_path, monkeypatch):
         await rig.connected()
         monkeypatch.setattr(api, "client_config", busy_once)
         rig.engine.session.link.close("test drops the connection")
-        await _until(lambda: (State.CONNECTED, "reconnected") in rig.states or rig.task.done())
+        await until(lambda: (State.CONNECTED, "reconnected") in rig.states or rig.task.done())
         assert answers == [503, 200] and rig.engine.state is State.CONNECTED
         await rig.close()
     run(main())
@@ -219,7 +211,7 @@ def test_a_gateway_that_keeps_dropping_resumed_sessions_is_not_hammered(tmp_path
         for resumed in range(1, 5):
             dropped = asyncio.get_running_loop().time()
             rig.proxy.drop()
-            await _until(lambda: rig.states.count((State.CONNECTED, "reconnected")) == resumed)
+            await until(lambda: rig.states.count((State.CONNECTED, "reconnected")) == resumed)
             gaps.append(asyncio.get_running_loop().time() - dropped)
         # Pauses of 0.1, 0.2, 0.4 and 0.8 s (the first delay doubled per quick loss); without
         # the doubling each gap is the 0.05 s delay plus the resume itself.
@@ -279,7 +271,7 @@ def test_an_mtu_pushed_differently_on_resume_is_set_on_the_tun(tmp_path, monkeyp
         rig.push(monkeypatch, mtu=1400)
         with caplog.at_level(logging.INFO, logger="client.host_setup"):
             rig.engine.session.link.close("test drops the connection")
-            await _until(lambda: (State.CONNECTED, "reconnected") in rig.states)
+            await until(lambda: (State.CONNECTED, "reconnected") in rig.states)
         assert rig.tun.mtu == 1400 and rig.engine.session.config.mtu == 1400
         assert any(r.levelno == logging.INFO and "MTU" in r.getMessage() for r in caplog.records)
         await rig.close()
@@ -305,7 +297,7 @@ def test_an_mtu_the_tun_refuses_on_resume_is_a_warning_not_a_lost_session(tmp_pa
         rig.push(monkeypatch, mtu=1400)
         with caplog.at_level(logging.WARNING, logger="client.host_setup"):
             rig.engine.session.link.close("test drops the connection")
-            await _until(lambda: (State.CONNECTED, "reconnected") in rig.states or rig.task.done())
+            await until(lambda: (State.CONNECTED, "reconnected") in rig.states or rig.task.done())
             await asyncio.sleep(0.2)
         assert rig.engine.state is State.CONNECTED and rig.tun.mtu == 65000
         assert any(r.levelno == logging.WARNING and "MTU" in r.getMessage()
@@ -324,7 +316,7 @@ def test_stop_while_reconnecting_ends_the_session_on_the_gateway(tmp_path):
         await rig.connected()
         assert len(rig.gateway.api.sessions()) == 1
         rig.engine.session.link.close("test drops the connection")
-        await _until(lambda: rig.engine.state is State.RECONNECTING)
+        await until(lambda: rig.engine.state is State.RECONNECTING)
         await rig.close()
         assert rig.engine.state is State.DISCONNECTED and rig.routes.state is None
         assert rig.gateway.api.sessions() == []
@@ -340,7 +332,7 @@ def test_stop_while_reconnecting_logs_out_pinned_to_the_certificate_the_user_tru
         await rig.start()
         await rig.connected()
         rig.engine.session.link.close("test drops the connection")
-        await _until(lambda: rig.engine.state is State.RECONNECTING)
+        await until(lambda: rig.engine.state is State.RECONNECTING)
         await rig.close()
         assert rig.engine.state is State.DISCONNECTED and rig.gateway.api.sessions() == []
     run(main())
@@ -363,7 +355,7 @@ async def _reconnecting_to_a_silent_gateway(tmp_path, delays=(30.0,)
     rig.proxy.close()
     squatter = await asyncio.start_server(silent, "127.0.0.1", port)
     rig.engine.session.link.close("test drops the connection")
-    await _until(lambda: rig.engine.state is State.RECONNECTING)
+    await until(lambda: rig.engine.state is State.RECONNECTING)
     return rig, accepted, squatter
 
 
@@ -389,7 +381,7 @@ def test_a_second_stop_during_the_logout_on_a_new_connection_restores_the_host_a
     async def main():
         rig, accepted, squatter = await _reconnecting_to_a_silent_gateway(tmp_path)
         rig.stop.set()
-        await _until(lambda: accepted)      # the logout waits for the TLS handshake
+        await until(lambda: accepted)      # the logout waits for the TLS handshake
         loop = asyncio.get_running_loop()
         started = loop.time()
         rig.task.cancel()

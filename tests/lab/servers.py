@@ -103,6 +103,13 @@ def start_http(lab: Lab, address, port: int, root_dir: pathlib.Path) -> Server:
     return _start(lab, "http", address, port, argv, stderr_is_log=False)
 
 
+def start_page(lab: Lab, address, root_dir: pathlib.Path, text: str, port: int = 80) -> Server:
+    """``start_http`` serving one page, ``index.html``, that reads ``text``."""
+    root_dir.mkdir(parents=True, exist_ok=True)
+    (root_dir / "index.html").write_text(text)
+    return start_http(lab, address, port, root_dir)
+
+
 NGINX_CONF = """
 user root;
 worker_processes 1;

@@ -149,23 +149,27 @@ class Tunnel:
         return path.read_text() if path.exists() else ""
 
     def client_argv(self, *, user: str = "alice", trust: list[str] | None = None,
-                    url: str | None = None, verbose: bool = False) -> list[str]:
-        """The ``tunnelgate connect`` command line."""
+                    url: str | None = None, verbose: bool = False,
+                    reconnect_for: float | None = None) -> list[str]:
+        """The ``tunnelgate connect`` command line (``reconnect_for``: its option, if given)."""
         if trust is None:
             trust = ["--ca", str(self.setup.certs.ca_cert)]
         return [sys.executable, "-m", "client.cli", *(["-v"] if verbose else []), "connect",
                 url or self.url, "--user", user,
-                "--password-stdin", *trust, "--state-dir", str(self.state_dir)]
+                "--password-stdin", *trust, "--state-dir", str(self.state_dir),
+                *(["--reconnect-for", f"{reconnect_for:g}"] if reconnect_for is not None else [])]
 
     def connect(self, *, user: str = "alice", password: str | None = None,
                 trust: list[str] | None = None, url: str | None = None,
                 wait: bool = True, timeout: float = 30.0,
                 more_input: list[str] = (), verbose: bool = False,
-                env: dict[str, str] | None = None) -> ClientProcess:
+                env: dict[str, str] | None = None,
+                reconnect_for: float | None = None) -> ClientProcess:
         """Start the client; with ``wait``, return once it printed 'connected'.
         ``verbose`` adds the engine's INFO lines to the output; ``env`` replaces the environment."""
         proc = self.lab.popen(self.lab.client,
-                              self.client_argv(user=user, trust=trust, url=url, verbose=verbose),
+                              self.client_argv(user=user, trust=trust, url=url, verbose=verbose,
+                                               reconnect_for=reconnect_for),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=env)
         proc.stdin.write((PASSWORDS.get(user, "") if password is None else password) + "\n")
