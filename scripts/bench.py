@@ -76,6 +76,8 @@ def iperf_udp(lab, seconds: int, rate: str) -> tuple[float, float]:
     argv = ["iperf3", "-c", str(topo.INTRANET_HOST), "-p", "5201", "-u", "-b", rate, "-l", "1400",
             "-t", str(seconds), "-J"]
     doc = json.loads(lab.run(lab.client, argv, timeout=seconds + 60).stdout)
+    if "error" in doc:
+        raise RuntimeError(f"iperf3 -u failed: {doc['error']}")
     total = doc["end"]["sum"]
     return total["bits_per_second"] / 1e6 * (1 - total["lost_percent"] / 100), total["lost_percent"]
 
