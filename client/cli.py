@@ -174,7 +174,7 @@ def _connect(args: argparse.Namespace) -> int:
     from client.dns import DnsManager
     from client.engine import Engine, EngineOptions
     from client.routes import RouteManager
-    from client.session import GatewayAddress
+    from client.gateway_address import GatewayAddress
     from client.trust import Trust
     from client.tun import KernelTun
     from client.wire.runloop import run_loop

@@ -8,7 +8,7 @@ import ipaddress
 
 from client.bpf.offload import offload_enabled
 from client.resume_pacing import RECONNECT_FOR, reconnect_delays
-from client.session import GatewayAddress
+from client.gateway_address import GatewayAddress
 from client.trust import Trust
 
 #: Private link network of the TUN used for TCP reflection: the TUN's own

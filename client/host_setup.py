@@ -25,11 +25,12 @@ import logging
 import typing
 
 from client.awaiting import off_loop
+from client.client_config import ClientConfig
 from client.datapath import Datapath
 from client.dns import DnsState, HostDns
 from client.errors import ClientError, HostSetupError
 from client.routes import HostRoutes, HostState
-from client.session import ClientConfig, GatewaySession
+from client.session import GatewaySession
 from client.split_routes import tunnel_routes
 from client.tcp_sockets import bind_listeners
 from client.tun import TunDevice

@@ -23,9 +23,10 @@ import typing
 
 from client.wire import mux as m
 from client.wire.link import Link
-from gateway_stub.api import ApiResponse, ChallengeAnswer, Session
+from gateway_stub.api_types import ApiResponse, Session
 from gateway_stub.flows import Flows
 from gateway_stub.limits import ConnectionSlot, header_limit
+from gateway_stub.login import ChallengeAnswer
 from gateway_stub.stream_handlers import Body
 from gateway_stub.targets import proxy_status_header
 

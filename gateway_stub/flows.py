@@ -23,7 +23,7 @@ import typing
 
 from client.packet import address_text
 from client.wire.pipe import StreamPipe
-from gateway_stub.api import ConnectDecision, Session
+from gateway_stub.api_types import ConnectDecision, Session
 from gateway_stub.audit import AuditRecord
 from gateway_stub.backpressure import OutputHold
 from gateway_stub.icmp_relay import EchoRelay

@@ -22,7 +22,8 @@ from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
 from client.control.client import ControlClient
 from client.profiles import PasswordStore, ProfileStore
-from gui.controller import IDLE_STATES, Controller
+from gui.controller import Controller
+from gui.controller_types import IDLE_STATES
 from gui.icons import app_icon
 from gui.preferences import PreferencesDialog
 from gui.prompts import DialogPrompts

@@ -14,7 +14,8 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
-from gui.controller import ERROR, IDLE_STATES, Controller
+from gui.controller import Controller
+from gui.controller_types import ERROR, IDLE_STATES
 from gui.icons import icon_kind, state_icon
 
 NOTIFY_MS = 5000

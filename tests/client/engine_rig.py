@@ -12,7 +12,7 @@ from client.engine import Engine, EngineOptions
 from client.netchange import RouteSnapshot
 from client.nethost import MemoryNetwork
 from client.routes import MemoryRoutes
-from client.session import GatewayAddress
+from client.gateway_address import GatewayAddress
 from client.states import State
 from client.trust import Trust
 from client.tun import MemoryTun

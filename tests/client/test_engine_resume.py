@@ -180,7 +180,7 @@ def test_dns_pushed_differently_on_resume_is_applied(tmp_path, monkeypatch):
 def test_a_gateway_busy_on_resume_is_tried_again(tmp_path, monkeypatch):
     """A 503 to the resumed config request (a gateway or the HTTPS front of one still
     starting) is not taken for an expired session: the next attempt resumes."""
-    from gateway_stub.api import ApiResponse
+    from gateway_stub.api_types import ApiResponse
 
     async def main():
         rig = Rig(tmp_path)

@@ -7,7 +7,8 @@ import json
 import socket
 import ssl
 
-from client.session import GatewayAddress, open_session
+from client.gateway_address import GatewayAddress
+from client.session import open_session
 from client.trust import Trust
 from client.wire.link import Link
 from gateway_stub.config import load_config

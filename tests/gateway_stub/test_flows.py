@@ -161,7 +161,7 @@ def test_a_target_that_stops_reading_closes_the_window_instead_of_filling_memory
 def test_one_token_on_many_connections_shares_the_sessions_flow_limit(tmp_path):
     """max_streams_per_session holds for the session, not per TLS connection: a second
     connection with the same token gets 503 connection_limit_reached; a closed flow frees a slot."""
-    from client.session import connect_link
+    from client.gateway_link import connect_link
 
     async def main():
         server, port = await echo_server()

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from client.errors import LoginFailed, TrustError
-from client.session import connect_link, open_session
+from client.gateway_link import connect_link
+from client.session import open_session
 from client.trust import Trust
 from client.wire.link import LinkGoingAway
 from gateway_stub.certs import fingerprint_sha256

@@ -17,7 +17,7 @@ import logging
 from client.engine import Stats
 from client.errors import ClientError, LoginFailed, TrustError, WrongCredentials
 from client.prompter import CertificateInfo
-from client.session import ClientConfig
+from client.client_config import ClientConfig
 from client.states import State, check_transition
 
 log = logging.getLogger("client.fake_engine")

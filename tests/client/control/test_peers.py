@@ -1,6 +1,7 @@
-"""Who may use the control service: peer credentials, and the rules between the
-members of its group (only the user who started an attempt, or root, may answer
-its questions or read its secrets)."""
+"""Peers of the control service: who may use it (peer credentials, and the rules
+between the members of its group: only the user who started an attempt, or root,
+may answer its questions or read its secrets), and that a peer which does not
+read its messages is dropped."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import logging
 import os
 import pathlib
 import shutil
+import socket
 import tempfile
 
 import pytest
@@ -128,4 +130,39 @@ def test_a_log_line_that_held_a_secret_reaches_only_its_owner(nobody_folder):
             assert not [line for line in lines if "secret" in line or PASSWORD in line], lines
             await notes.wait_for("log", lambda n: n["message"] == "login failed: the secret is ***")
             await client.close()
+    run(main())
+
+
+def test_slow_subscriber_is_dropped(tmp_path):
+    """A subscriber that never reads is disconnected instead of buffered without bound."""
+    async def main():
+        async with Service(tmp_path) as svc:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(str(svc.path))
+            sock.sendall(p.encode(p.Request(1, "hello", {"api": 1})) +
+                         p.encode(p.Request(2, "subscribe", {"stats_interval": 0.05})))
+            await asyncio.sleep(0.2)
+            for i in range(20000):  # log lines the peer never reads
+                svc.server.broadcast("log", {"time": 0.0, "level": "INFO", "message": "x" * 200})
+                if i % 500 == 0:
+                    await asyncio.sleep(0)
+            await asyncio.sleep(0.2)
+            other = await svc.client()  # the service itself is fine
+            assert (await other.status())["state"] == "disconnected"
+            sock.setblocking(False)
+            received = b""
+            while True:
+                try:
+                    chunk = sock.recv(1 << 20)
+                except BlockingIOError:
+                    raise AssertionError("slow subscriber still connected") from None
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            assert len(received) < 20000 * 200
+            sock.close()
+            await other.close()
     run(main())
