@@ -54,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     con.add_argument("--foreground", action="store_true",
                      help="run the engine in this process until Ctrl-C (needs root)")
     con.add_argument("--reconnect-for", type=_seconds, default=None, metavar="SECONDS",
-                     help="foreground only (implies --foreground): how long to try to get a "
-                          f"lost session back before giving up (default {RECONNECT_FOR:g}; 0: never)")
+                     help="how long to try to get a lost session back before giving up "
+                          f"(default: the profile's, else {RECONNECT_FOR:g}; 0: never)")
     con.add_argument("--state-dir", type=pathlib.Path, default=None,
                      help="foreground only (implies --foreground): where the journal of host changes "
                           f"is kept (default $TUNNELGATE_STATE_DIR or {DEFAULT_STATE_DIR})")
@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     ptrust.add_argument("--pin", help="pinned server certificate fingerprint, sha256:HEX")
     add.add_argument("--connect-at-start", action="store_true",
                      help="let the tray app connect this profile when it starts")
+    add.add_argument("--reconnect-for", type=_seconds, default=None, metavar="SECONDS",
+                     help="how long to try to get a lost session back before giving up "
+                          f"(default {RECONNECT_FOR:g}; 0: never)")
     rm = psub.add_parser("remove", help="remove a profile and its saved password")
     rm.add_argument("name")
     pw = psub.add_parser("set-password", help="save a profile's password in the keyring")
@@ -212,7 +215,7 @@ def _connect(args: argparse.Namespace) -> int:
 
 def _foreground(args: argparse.Namespace) -> bool:
     """Whether ``connect`` runs the engine here rather than through the service."""
-    if args.foreground or args.state_dir is not None or args.reconnect_for is not None:
+    if args.foreground or args.state_dir is not None:
         return True
     from client.control.client import socket_path
     return os.geteuid() == 0 and not socket_path().exists()

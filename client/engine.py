@@ -277,13 +277,17 @@ class Engine:
         were open are reset (their streams died with the old connection). A change
         of the network (one that came back) cuts the pause before the next attempt.
         Raises SessionLost when the gateway stays away, or forgot the session and
-        refuses to log the user in again.
+        refuses to log the user in again, and at once (without entering
+        ``reconnecting``) when the reconnect window is 0.
         """
+        delays = self._pacing.lost(time.monotonic())
+        if not delays:
+            raise SessionLost(f"{reason} (reconnecting is off)")
         self._set(State.RECONNECTING, reason)
         trust = self._trust()
         last = reason
         before = self.session.config
-        for delay in self._pacing.lost(time.monotonic()):
+        for delay in delays:
             if await changes.pause(delay, stop):
                 log.info("%s: trying to resume at once", changes.take())
             if stop.is_set():

@@ -29,7 +29,9 @@ from client.toml_tables import TableArray
 
 KEYRING_SERVICE = "tunnelgate"
 _NAME = re.compile(r"^[\w][\w .@+-]{0,63}$")
-_FIELDS = ("name", "gateway", "username", "ca", "pin", "connect_at_start")
+_FIELDS = ("name", "gateway", "username", "ca", "pin", "connect_at_start", "reconnect_for")
+#: The longest reconnect window a profile may ask for: a day.
+MAX_RECONNECT_FOR = 86400
 
 
 class ProfileError(ClientError):
@@ -65,6 +67,9 @@ class Profile:
     """Pinned certificate fingerprint, sha256:HEX."""
     connect_at_start: bool = False
     """Whether the tray app connects this profile when it starts."""
+    reconnect_for: int | float | None = None
+    """Seconds to keep trying to get a lost session back before giving up (0: never);
+    None: the client's default (``client.resume_pacing.RECONNECT_FOR``)."""
 
     def __post_init__(self) -> None:
         for field in ("name", "gateway", "username"):
@@ -82,6 +87,10 @@ class Profile:
             raise UsageError("give a profile either a CA file or a pin, not both")
         if not isinstance(self.connect_at_start, bool):
             raise UsageError("connect_at_start must be true or false")
+        if self.reconnect_for is not None and (
+                isinstance(self.reconnect_for, bool) or not isinstance(self.reconnect_for, (int, float))
+                or not 0 <= self.reconnect_for <= MAX_RECONNECT_FOR):
+            raise UsageError(f"reconnect_for must be a number of seconds from 0 to {MAX_RECONNECT_FOR}")
         if any(ord(c) < 32 for c in self.username + self.gateway):
             raise UsageError("profile fields may not contain control characters")
         if any("\ud800" <= c <= "\udfff" for c in self.username + self.gateway + (self.ca or "")):

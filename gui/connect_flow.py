@@ -78,7 +78,8 @@ class ConnectFlow:
         self._connecting_profile, self._attempt = name, attempt
         try:
             await self.client.connect(profile.gateway, username, password, ca=profile.ca or None,
-                                      pin=profile.pin or None, profile=name)
+                                      pin=profile.pin or None, profile=name,
+                                      reconnect_for=profile.reconnect_for)
         except (ControlError, UsageError) as exc:   # UsageError: e.g. the CA file cannot be read
             self._connecting_profile = self._attempt = None
             self.notified.emit("Could not connect",

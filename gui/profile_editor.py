@@ -1,4 +1,5 @@
-"""Edits one profile: name, gateway URL, user, CA file or pin, connect at start.
+"""Edits one profile: name, gateway URL, user, CA file or pin, connect at start, and how
+long to keep trying to get a lost session back.
 
 The fields are checked by building a ``Profile`` (the one place the rules
 live); its error is shown under the form and OK stays disabled until the
@@ -11,11 +12,12 @@ import os
 
 from PySide6.QtWidgets import (
     QButtonGroup, QCheckBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-    QLabel, QLineEdit, QPushButton, QRadioButton, QVBoxLayout, QWidget,
+    QLabel, QLineEdit, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from client.errors import ClientError
-from client.profiles import Profile
+from client.profiles import MAX_RECONNECT_FOR, Profile
+from client.resume_pacing import RECONNECT_FOR
 from gui.icons import app_icon
 
 
@@ -49,6 +51,15 @@ class ProfileEditor(QDialog):
         self.pin.setPlaceholderText("sha256:…")
         self.connect_at_start = QCheckBox("Connect when the tray app starts")
         self.connect_at_start.setChecked(bool(profile and profile.connect_at_start))
+        self.reconnect_for = QSpinBox()
+        self.reconnect_for.setRange(0, MAX_RECONNECT_FOR)
+        self.reconnect_for.setSuffix(" s")
+        self.reconnect_for.setSpecialValueText("never: give up at once")
+        self.reconnect_for.setToolTip("How long to keep trying to get the session back when the "
+                                      "connection drops, before giving up and restoring the network")
+        self._saved_window = profile.reconnect_for if profile else None
+        self.reconnect_for.setValue(int(RECONNECT_FOR if self._saved_window is None else self._saved_window))
+        self._shown_window = self.reconnect_for.value()
         (self.trust_pin if profile and profile.pin else
          self.trust_ca if profile and profile.ca else self.trust_system).setChecked(True)
 
@@ -63,6 +74,7 @@ class ProfileEditor(QDialog):
         form.addRow(self.trust_ca, ca_row)
         form.addRow(self.trust_pin, self.pin)
         form.addRow("", self.connect_at_start)
+        form.addRow("Reconnect for:", self.reconnect_for)
         self.error = QLabel("")
         self.error.setObjectName("error")
         self.error.setWordWrap(True)
@@ -80,6 +92,7 @@ class ProfileEditor(QDialog):
             field.textChanged.connect(self._validate)
         self.trust_group.buttonToggled.connect(self._validate)
         self.connect_at_start.toggled.connect(self._validate)
+        self.reconnect_for.valueChanged.connect(self._validate)
         self._validate()
 
     @property
@@ -118,7 +131,14 @@ class ProfileEditor(QDialog):
         pin = self.pin.text().strip() if self.trust_pin.isChecked() else ""
         return Profile(name=self.name.text().strip(), gateway=self.gateway.text().strip(),
                        username=self.username.text().strip(), ca=ca or None, pin=pin or None,
-                       connect_at_start=self.connect_at_start.isChecked())
+                       connect_at_start=self.connect_at_start.isChecked(),
+                       reconnect_for=self._window())
+
+    def _window(self) -> int | float | None:
+        """The reconnect window to save: what the profile had (None: the default, or a
+        fraction the spin box cannot show) while the box still shows it, else the box's."""
+        value = self.reconnect_for.value()
+        return self._saved_window if value == self._shown_window else value
 
     def _validate(self, *_args) -> None:
         self.ca.setEnabled(self.trust_ca.isChecked())

@@ -142,6 +142,26 @@ def test_connect_profile_uses_keyring_password(fake_service, profiles, capsys):
     assert cli.main(["disconnect"]) == 0
 
 
+def test_reconnect_window_from_the_profile_or_the_command_line_reaches_the_service(
+        fake_service, profiles, capsys):
+    """A profile's reconnect_for (profiles add --reconnect-for) is listed and used by the
+    service's engine; --reconnect-for on connect overrides it and no longer needs --foreground."""
+    from client.resume_pacing import reconnect_delays
+    assert cli.main(["profiles", "add", "work", "--gateway", "https://gw.example:8443",
+                     "--user", "alice", "--reconnect-for", "300"]) == 0
+    assert cli.main(["profiles", "list"]) == 0
+    assert "reconnect for 300 s" in capsys.readouterr().out
+    PasswordStore().set("work", "alice", "from-keyring")
+    for argv, window in ((["connect", "work"], 300), (["connect", "work", "--reconnect-for", "0"], 0)):
+        assert cli.main(argv) == 0
+        assert FakeEngine.instances[-1].options.reconnect_delays == reconnect_delays(window)
+        assert fake_service.host.status()["profile"] == "work"
+        assert cli.main(["disconnect"]) == 0
+    assert cli.main(["profiles", "add", "x", "--gateway", "https://gw", "--user", "a",
+                     "--reconnect-for", "90000"]) == 2
+    assert "reconnect_for" in capsys.readouterr().err
+
+
 def test_profiles_commands(profiles, capsys, monkeypatch):
     """profiles add, list, set-password and remove work on the user's file and keyring."""
     assert cli.main(["profiles", "list"]) == 0

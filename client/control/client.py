@@ -132,8 +132,11 @@ class ControlClient:
 
     async def connect(self, gateway: str, username: str, password: str, *,
                       ca: str | os.PathLike | None = None, pin: str | None = None,
-                      profile: str | None = None) -> None:
+                      profile: str | None = None, reconnect_for: float | None = None) -> None:
         """Start connecting; progress arrives as notifications. Raises ControlError (-32010 busy).
+
+        ``reconnect_for``: seconds the service keeps trying to get a lost session back
+        (0: never; None: its default).
 
         ``ca`` is a CA file that this process reads (the service opens no paths
         given by users); it sends the text. A file that cannot be read, or holds
@@ -141,7 +144,8 @@ class ControlClient:
         """
         ca_pem = None if ca is None else _read_ca_file(ca)
         await self.call("connect", {"gateway": gateway, "username": username, "password": password,
-                                    "ca_pem": ca_pem, "pin": pin, "profile": profile})
+                                    "ca_pem": ca_pem, "pin": pin, "profile": profile,
+                                    "reconnect_for": reconnect_for})
 
     async def disconnect(self) -> None:
         """Disconnect; returns once the host is restored."""

@@ -42,6 +42,8 @@ def resolve_profile(args: argparse.Namespace) -> Profile | None:
     if args.ca is None and args.pin is None:
         args.ca = pathlib.Path(profile.ca) if profile.ca else None
         args.pin = profile.pin
+    if args.reconnect_for is None:
+        args.reconnect_for = profile.reconnect_for
     return profile
 
 
@@ -108,7 +110,8 @@ async def _connect(args: argparse.Namespace, profile: Profile | None, password: 
         await client.subscribe(on_note, stats_interval=3600)
         started = True
         await client.connect(args.url, args.user, password, ca=str(args.ca.resolve()) if args.ca else None,
-                             pin=args.pin, profile=profile.name if profile else None)
+                             pin=args.pin, profile=profile.name if profile else None,
+                             reconnect_for=args.reconnect_for)
         closed = asyncio.ensure_future(client.wait_closed())
         done, _ = await asyncio.wait({outcome, closed}, return_when=asyncio.FIRST_COMPLETED)
         if outcome in done:
@@ -192,13 +195,14 @@ def profiles(args: argparse.Namespace) -> int:
             print("no profiles (add one with: tunnelgate profiles add NAME --gateway URL --user NAME)")
         for p in found:
             trust = f"pin {p.pin}" if p.pin else f"ca {p.ca}" if p.ca else "system CAs"
-            print(f"{p.name}\t{p.username}@{p.gateway}\t{trust}"
+            window = "" if p.reconnect_for is None else f"\treconnect for {p.reconnect_for:g} s"
+            print(f"{p.name}\t{p.username}@{p.gateway}\t{trust}{window}"
                   f"{chr(9) + 'connect at start' if p.connect_at_start else ''}")
         return 0
     if args.action == "add":
         store.save(Profile(name=args.name, gateway=args.gateway, username=args.user,
                            ca=str(args.ca.resolve()) if args.ca else None, pin=args.pin,
-                           connect_at_start=args.connect_at_start))
+                           connect_at_start=args.connect_at_start, reconnect_for=args.reconnect_for))
         print(f"saved profile {args.name} in {store.path}")
         return 0
     profile = store.get(args.name)

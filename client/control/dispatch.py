@@ -104,7 +104,8 @@ class Dispatcher:
         if method == "connect":
             call = ConnectParams.read(params)
             await self.host.connect(call.gateway, call.username, call.password, ca_pem=call.ca_pem,
-                                    pin=call.pin, profile=call.profile, owner=peer.uid)
+                                    pin=call.pin, profile=call.profile, owner=peer.uid,
+                                    reconnect_for=call.reconnect_for)
             return {}
         if method == "disconnect":
             await self.host.disconnect()

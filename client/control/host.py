@@ -31,6 +31,7 @@ from client.engine import Engine, EngineOptions
 from client.host_setup import is_full_tunnel
 from client.errors import ClientError, UsageError, failure_kind
 from client.prompter import CertificateInfo
+from client.resume_pacing import RECONNECT_FOR, reconnect_delays
 from client.session import GatewayAddress
 from client.states import State
 from client.trust import Trust
@@ -126,12 +127,14 @@ class EngineHost:
         return (task is not None and not task.done()) or self.state in _ACTIVE
 
     async def connect(self, gateway: str, username: str, password: str, *, ca_pem: str | None = None,
-                      pin: str | None = None, profile: str | None = None, owner: int | None = None) -> None:
+                      pin: str | None = None, profile: str | None = None, owner: int | None = None,
+                      reconnect_for: float | None = None) -> None:
         """Start a connection attempt; returns at once. Raises Busy or UsageError.
 
         ``ca_pem`` is the PEM text of the CA certificate(s): the service never
         opens a path given by a user. ``owner`` is the uid that asked: only it
-        (or root) may answer the attempt's questions.
+        (or root) may answer the attempt's questions. ``reconnect_for``: seconds to keep
+        trying to get a lost session back (0: never; None: ``RECONNECT_FOR``).
         """
         if self.busy:
             raise Busy(f"already {self.state.value} to {self._attempt.gateway}; disconnect first")
@@ -141,7 +144,9 @@ class EngineHost:
             raise UsageError("password must be a string")
         address = GatewayAddress.parse(gateway)
         trust = Trust(ca_pem=ca_pem, pin=pin or None)
-        options = EngineOptions(gateway=address, trust=trust, username=username)
+        window = RECONNECT_FOR if reconnect_for is None else reconnect_for
+        options = EngineOptions(gateway=address, trust=trust, username=username,
+                                reconnect_delays=reconnect_delays(window))
         if self._reflect_network is not None:
             options = dataclasses.replace(options, reflect_network=self._reflect_network)
         self.secrets = {password} if password else set()

@@ -11,6 +11,7 @@ import dataclasses
 
 from client.control import protocol as p
 from client.control.host import DECISIONS
+from client.profiles import MAX_RECONNECT_FOR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,8 @@ class ConnectParams:
     """``sha256:<hex>`` of the gateway's certificate."""
     profile: str | None
     """The caller's profile name, shown in status."""
+    reconnect_for: float | None = None
+    """Seconds to keep trying to get a lost session back (0: never); None: the default."""
 
     @classmethod
     def read(cls, params: dict) -> "ConnectParams":
@@ -40,7 +43,8 @@ class ConnectParams:
         return cls(gateway=string(params, "gateway"), username=string(params, "username"),
                    password=string(params, "password"), ca_pem=string(params, "ca_pem", optional=True),
                    pin=string(params, "pin", optional=True),
-                   profile=string(params, "profile", optional=True))
+                   profile=string(params, "profile", optional=True),
+                   reconnect_for=seconds(params, "reconnect_for", MAX_RECONNECT_FOR))
 
 
 def stats_interval(params: dict) -> float:
@@ -50,6 +54,16 @@ def stats_interval(params: dict) -> float:
         raise p.ProtocolError(p.INVALID_PARAMS, "stats_interval must be a number of "
                               "seconds between 0.05 and 3600")
     return float(interval)
+
+
+def seconds(params: dict, name: str, most: float) -> float | None:
+    """The optional param ``name``: a number of seconds from 0 to ``most``, or None when absent or null."""
+    value = params.get(name)
+    if value is None:
+        return None
+    if not p.is_finite_number(value) or not 0 <= value <= most:
+        raise p.ProtocolError(p.INVALID_PARAMS, f"{name} must be a number of seconds from 0 to {most:g}")
+    return float(value)
 
 
 def decision(params: dict) -> str:

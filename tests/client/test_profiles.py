@@ -103,6 +103,11 @@ def test_broken_toml_names_file_and_line(tmp_path):
     ('name = "w"\ngateway = "ftp://gw"\nusername = "a"', "https"),
     ('name = "w"\ngateway = "https://gw"\nusername = "a"\npin = "md5:1"', "pin"),
     ('name = "w"\ngateway = "https://gw"\nusername = "a"\nconnect_at_start = "yes"', "true or false"),
+    ('name = "w"\ngateway = "https://gw"\nusername = "a"\nreconnect_for = -1', "reconnect_for"),
+    ('name = "w"\ngateway = "https://gw"\nusername = "a"\nreconnect_for = 86401', "reconnect_for"),
+    ('name = "w"\ngateway = "https://gw"\nusername = "a"\nreconnect_for = "2m"', "reconnect_for"),
+    ('name = "w"\ngateway = "https://gw"\nusername = "a"\nreconnect_for = true', "reconnect_for"),
+    ('name = "w"\ngateway = "https://gw"\nusername = "a"\nreconnect_for = nan', "reconnect_for"),
 ])
 def test_invalid_profile_names_file_and_profile(tmp_path, body, message):
     """A profile with a missing, unknown or invalid field is reported with the file and profile."""
@@ -111,6 +116,20 @@ def test_invalid_profile_names_file_and_profile(tmp_path, body, message):
     with pytest.raises(ProfileError, match=message) as info:
         ProfileStore(path).load()
     assert str(path) in str(info.value) and "profile #1" in str(info.value)
+
+
+def test_reconnect_window_is_saved_changed_and_dropped_in_place(tmp_path):
+    """reconnect_for is written only when set, reads back as written (whole or fractional
+    seconds, 0 included), and setting it back to the default removes the key."""
+    path = tmp_path / "profiles.toml"
+    store = ProfileStore(path)
+    store.save(Profile(name="w", gateway="https://gw", username="a"))
+    assert "reconnect_for" not in path.read_text() and store.get("w").reconnect_for is None
+    for window in (0, 300, 2.5):
+        store.save(Profile(name="w", gateway="https://gw", username="a", reconnect_for=window))
+        assert f"reconnect_for = {window}\n" in path.read_text() and store.get("w").reconnect_for == window
+    store.save(Profile(name="w", gateway="https://gw", username="a"))
+    assert "reconnect_for" not in path.read_text()
 
 
 def test_duplicate_names_are_an_error(tmp_path):

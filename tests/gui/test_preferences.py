@@ -6,6 +6,7 @@ import threading
 
 from PySide6.QtCore import Qt, QTimer
 
+from client.profiles import Profile
 from gui.preferences import PreferencesDialog
 from gui.profile_editor import ProfileEditor
 from gui.profile_model import ProfileListModel, ProfileRole
@@ -162,3 +163,22 @@ def test_editor_refuses_a_ca_file_that_is_not_there(qtbot, tmp_path):
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     editor.ca.setText(str(tmp_path / "ca.pem"))
     assert editor.ok_button.isEnabled() and editor.error.text() == ""
+
+
+def test_editor_reconnect_window_shows_the_default_and_saves_only_a_change(qtbot):
+    """A new profile shows the 120 s default and saves no reconnect_for; a value typed in is
+    saved, 0 reads as "never"; an edited profile keeps a window the box cannot show
+    (a fraction) while the box is left alone."""
+    editor = _filled_editor(qtbot)
+    assert editor.reconnect_for.value() == 120 and editor.profile().reconnect_for is None
+    editor.reconnect_for.setValue(600)
+    assert editor.profile().reconnect_for == 600
+    editor.reconnect_for.setValue(0)
+    assert editor.reconnect_for.text().startswith("never") and editor.profile().reconnect_for == 0
+    assert editor.ok_button.isEnabled()
+    kept = ProfileEditor(Profile(name="lab", gateway="https://10.0.0.1", username="root",
+                                 reconnect_for=2.5))
+    qtbot.addWidget(kept)
+    assert kept.reconnect_for.value() == 2 and kept.profile().reconnect_for == 2.5
+    kept.reconnect_for.setValue(30)
+    assert kept.profile().reconnect_for == 30

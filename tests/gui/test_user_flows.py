@@ -256,3 +256,18 @@ def test_quit_works_while_the_connect_at_start_login_dialog_is_open(qtbot, run, 
     the_app.quit()
     qtbot.waitUntil(task.done, timeout=TIMEOUT_MS)
     assert the_app.prompts.current is None and service.host.state.value == "disconnected"
+
+
+def test_a_profiles_reconnect_window_reaches_the_service(gui, profiles, passwords):
+    """Connecting a profile with reconnect_for 0 gives the service's engine no resume attempts;
+    one without it gets the default window."""
+    from client.resume_pacing import RECONNECT_FOR, reconnect_delays
+    profiles.save(Profile(name="brief", gateway="https://vpn.example.com", username="alice",
+                          reconnect_for=0))
+    for name, window in (("brief", 0), ("work", RECONNECT_FOR)):
+        passwords.set(name, "alice", "saved")
+        assert gui.run(gui.controller.connect_profile(name))
+        gui.wait_state("connected")
+        assert FakeEngine.instances[-1].options.reconnect_delays == reconnect_delays(window)
+        gui.run(gui.controller.disconnect())
+        gui.wait_state("disconnected")

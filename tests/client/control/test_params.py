@@ -42,3 +42,16 @@ def test_stats_interval_and_decision_defaults_and_choices():
     assert decision({"decision": "once"}) == "once"
     with pytest.raises(p.ProtocolError, match="decision must be one of once, always, cancel"):
         decision({"decision": "maybe"})
+
+
+def test_connect_reconnect_for_is_optional_seconds_up_to_a_day():
+    """reconnect_for may be absent or null (the default), or 0 to 86400 seconds; anything
+    else is -32602 naming it."""
+    assert ConnectParams.read(CONNECT).reconnect_for is None
+    assert ConnectParams.read({**CONNECT, "reconnect_for": None}).reconnect_for is None
+    assert ConnectParams.read({**CONNECT, "reconnect_for": 0}).reconnect_for == 0.0
+    assert ConnectParams.read({**CONNECT, "reconnect_for": 86400}).reconnect_for == 86400.0
+    for value in (-1, 86400.5, "60", True, float("inf")):
+        with pytest.raises(p.ProtocolError, match="reconnect_for") as info:
+            ConnectParams.read({**CONNECT, "reconnect_for": value})
+        assert info.value.code == p.INVALID_PARAMS
