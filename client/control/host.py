@@ -1,18 +1,18 @@
-"""EngineHost: the service's one engine at a time, and its questions to the user.
+"""EngineHost: the service's one engine at a time, and the attempt's lifecycle.
 
 Theory of operation. ``connect`` checks that nothing is running, builds an
 ``Engine`` (through ``engine_factory``, so tests can use a fake) with fresh
 TUN/routes/DNS managers from the factories, and runs it in a task; every
 state change goes to the notifier as a ``state`` notification (a failed
 one names its ``error_kind``, taken from the engine's ``failure``). While the
-engine runs, a sampler turns the byte counters into rates. The host is also
-the engine's ``Prompter``: a question becomes a ``challenge`` or
-``certificate`` notification with a fresh id, and the answer arrives
-through ``answer`` (unanswered after ``prompt_timeout`` seconds, or nobody
-subscribed, means cancel). ``disconnect`` asks a connected engine to stop
-(it logs out and restores the host) and cancels one that is still logging
-in. Secrets given for the attempt (password, one-time codes) are listed in
-``secrets`` so the log forwarder can blank them out should one ever appear.
+engine runs, a sampler turns the byte counters into rates; the Status and
+stats documents are built by ``HostStatus`` (``status``). The host is also
+the engine's ``Prompter``: its questions, and their answers through
+``answer``, are ``HostQuestions`` (``questions``). ``disconnect`` asks a
+connected engine to stop (it logs out and restores the host) and cancels one
+that is still logging in. Secrets given for the attempt (password, one-time
+codes) are listed in ``secrets`` so the log forwarder can blank them out
+should one ever appear.
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ import dataclasses
 import ipaddress
 import logging
 import pathlib
-import secrets as _secrets
 import time
 import typing
 
-from client.control.errors import Busy, NoSuchQuestion
+from client.control.errors import Busy
+from client.control.questions import HostQuestions, HostPrompter, Question
+from client.control.status import ACTIVE, HostStatus
 from client.engine import Engine, EngineOptions
-from client.host_setup import is_full_tunnel
 from client.errors import ClientError, UsageError, failure_kind
-from client.prompter import CertificateInfo
 from client.resume_pacing import RECONNECT_FOR, reconnect_delays
 from client.session import GatewayAddress
 from client.states import State
@@ -42,10 +41,6 @@ SERVICE_VERSION = "0.1.0"
 
 Notifier = typing.Callable[[str, dict], int]
 """Sends a notification to the subscribers; returns how many there were."""
-
-_ACTIVE = frozenset({State.CONNECTING, State.AUTHENTICATING, State.CONFIGURING, State.CONNECTED,
-                     State.RECONNECTING, State.DISCONNECTING})
-DECISIONS = ("once", "always", "cancel")
 
 
 @dataclasses.dataclass
@@ -62,13 +57,7 @@ class _Attempt:
     stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
-@dataclasses.dataclass
-class _Question:
-    kind: str
-    future: asyncio.Future
-
-
-class EngineHost:
+class EngineHost(HostQuestions, HostStatus):
     """Owns at most one engine; implements the engine's Prompter for the service."""
 
     def __init__(self, *, tun_factory: typing.Callable[[int], typing.Any],
@@ -94,7 +83,7 @@ class EngineHost:
         self.error_kind: str | None = None
         """The machine-readable kind of ``error`` (client.errors.ClientError.kind)."""
         self._attempt: _Attempt | None = None
-        self._questions: dict[str, _Question] = {}
+        self._questions: dict[str, Question] = {}
         self._rates = (0.0, 0.0)
         self._sampler: asyncio.Task | None = None
         self.secrets: set[str] = set()
@@ -124,7 +113,7 @@ class EngineHost:
     def busy(self) -> bool:
         """Whether an engine is running (or connecting)."""
         task = self._attempt.task if self._attempt else None
-        return (task is not None and not task.done()) or self.state in _ACTIVE
+        return (task is not None and not task.done()) or self.state in ACTIVE
 
     async def connect(self, gateway: str, username: str, password: str, *, ca_pem: str | None = None,
                       pin: str | None = None, profile: str | None = None, owner: int | None = None,
@@ -153,7 +142,7 @@ class EngineHost:
         engine = self._engine_factory(
             options, password, tun_factory=self._tun_factory, routes=self._routes_factory(),
             dns=self._dns_factory() if self._dns_factory else None,
-            on_state=self._on_state, prompter=_HostPrompter(self))
+            on_state=self._on_state, prompter=HostPrompter(self))
         self.error = self.error_kind = None
         self._rates = (0.0, 0.0)
         self._attempt = _Attempt(gateway=address, username=username, profile=profile, engine=engine,
@@ -175,22 +164,6 @@ class EngineHost:
             self._set(State.DISCONNECTED, "")
         self.secrets = set()
 
-    def answer(self, kind: str, id: str, value: str, *, uid: int | None = None) -> None:
-        """Answer a pending question as ``uid`` (None: unchecked); raises NoSuchQuestion.
-
-        Only the user who started the attempt, or root, may answer: another member
-        of the group must not trust a certificate for them (their password follows).
-        """
-        question = self._questions.get(id) if isinstance(id, str) else None
-        if question is None or question.kind != kind or question.future.done():
-            raise NoSuchQuestion(f"no pending {kind} question with id {id!r} "
-                                 "(already answered, or it expired)")
-        if not self.privy(uid):
-            raise NoSuchQuestion(f"the {kind} question {id!r} was asked of another user")
-        if kind == "challenge" and value:
-            self.secrets.add(value)
-        question.future.set_result(value)
-
     def privy(self, uid: int | None) -> bool:
         """Whether ``uid`` may act on, or see secrets of, the current attempt: root, the
         user who started it (None: unchecked), or anyone when there is no owner."""
@@ -200,43 +173,6 @@ class EngineHost:
     async def shutdown(self) -> None:
         """Disconnect for good (the service is stopping)."""
         await self.disconnect()
-
-    # -- status ------------------------------------------------------------
-
-    def stats(self) -> dict:
-        """The ``stats`` object of Status."""
-        engine = self._attempt.engine if self._attempt else None
-        raw = engine.stats if engine is not None and self.state in _ACTIVE else None
-        return {"bytes_in": raw.bytes_in if raw else 0, "bytes_out": raw.bytes_out if raw else 0,
-                "rate_in": self._rates[0], "rate_out": self._rates[1],
-                "flows": raw.open_flows if raw else 0,
-                "fast_path": raw.fast_path if raw else False,
-                "flows_offloaded": raw.flows_offloaded if raw else 0,
-                "ipv6_refused": raw.ipv6_refused if raw else 0}
-
-    def status(self) -> dict:
-        """The Status object of the control API."""
-        attempt = self._attempt
-        shown = attempt is not None and self.state is not State.DISCONNECTED
-        session = getattr(attempt.engine, "session", None) if shown else None
-        cfg = getattr(session, "config", None) if self.state in (State.CONNECTED, State.RECONNECTING) else None
-        return {
-            "state": self.state.value, "detail": self.detail,
-            "profile": attempt.profile if shown else None,
-            "gateway": str(attempt.gateway) if shown else None,
-            "username": attempt.username if shown else None,
-            "address": str(cfg.address) if cfg and cfg.address else None,
-            "networks": [str(n) for n in cfg.include] if cfg else [],
-            "excluded": [str(n) for n in cfg.exclude] if cfg else [],
-            "ipv6_blocked": bool(cfg) and is_full_tunnel(cfg.include),
-            "resources": list(cfg.resources) if cfg else [],
-            "dns": {"servers": [str(s) for s in cfg.dns_servers] if cfg else [],
-                    "search": list(cfg.dns_search) if cfg else []},
-            "connected_since": attempt.connected_since if shown else None,
-            "error": self.error if self.state is State.FAILED else None,
-            "error_kind": self.error_kind if self.state is State.FAILED else None,
-            "stats": self.stats(),
-        }
 
     # -- internals ---------------------------------------------------------
 
@@ -272,53 +208,3 @@ class EngineHost:
             self._cancel_questions()
             self.secrets = set()
             self._rates = (0.0, 0.0)
-
-    async def _sample(self, attempt: _Attempt) -> None:
-        last, last_at = None, time.monotonic()
-        while True:
-            await asyncio.sleep(self.sample_interval)
-            stats, now = attempt.engine.stats, time.monotonic()
-            if last is not None and now > last_at:
-                dt = now - last_at
-                self._rates = (max(0, stats.bytes_in - last.bytes_in) / dt,
-                               max(0, stats.bytes_out - last.bytes_out) / dt)
-            last, last_at = stats, now
-
-    def _cancel_questions(self) -> None:
-        for question in self._questions.values():
-            if not question.future.done():
-                question.future.set_result(None)
-
-    async def ask(self, kind: str, params: dict) -> str | None:
-        """Put a question to the subscribers; None when nobody answered in time."""
-        id = _secrets.token_hex(8)
-        future = asyncio.get_running_loop().create_future()
-        self._questions[id] = _Question(kind=kind, future=future)
-        try:
-            if self._notify(kind, {"id": id, **params}) == 0:
-                log.info("nobody is subscribed to answer the %s question; cancelling", kind)
-                return None
-            try:
-                return await asyncio.wait_for(asyncio.shield(future), self.prompt_timeout)
-            except asyncio.TimeoutError:
-                log.info("the %s question was not answered within %g s", kind, self.prompt_timeout)
-                return None
-        finally:
-            del self._questions[id]
-
-
-class _HostPrompter:
-    """The engine's Prompter, answered by whoever subscribed to the service."""
-
-    def __init__(self, host: EngineHost) -> None:
-        self._host = host
-
-    async def one_time_code(self, prompt: str) -> str | None:
-        answer = await self._host.ask("challenge", {"kind": "totp", "prompt": prompt})
-        return answer or None
-
-    async def trust_certificate(self, info: CertificateInfo) -> str:
-        answer = await self._host.ask("certificate", {
-            "host": info.host, "subject": info.subject, "issuer": info.issuer,
-            "fingerprint": info.fingerprint, "reason": info.reason})
-        return answer if answer in ("once", "always") else "cancel"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from client.control import protocol as p
-from client.control.host import DECISIONS
+from client.control.questions import DECISIONS
 from client.profiles import MAX_RECONNECT_FOR
 
 

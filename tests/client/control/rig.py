@@ -98,6 +98,16 @@ class Service:
         return client, notes
 
 
+def bare_host(notes: Notes, *, listeners: int = 1, **host_kw) -> EngineHost:
+    """An EngineHost on the fake engine, without a server: its notifications go to
+    ``notes``, and it is told ``listeners`` subscribers heard each one."""
+    host = EngineHost(tun_factory=lambda mtu: MemoryTun(mtu=mtu), routes_factory=MemoryRoutes,
+                      dns_factory=MemoryDns, engine_factory=FakeEngine, sample_interval=0.05,
+                      **host_kw)
+    host.set_notifier(lambda method, params: notes(method, params) or listeners)
+    return host
+
+
 async def raw_call(path: pathlib.Path, *requests: p.Request) -> list[p.Message]:
     """Send raw requests on a fresh connection; return the answers in order."""
     reader, writer = await asyncio.open_unix_connection(str(path))
