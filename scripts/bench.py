@@ -5,7 +5,8 @@ Builds the namespace lab, measures with real tools over the direct routed
 path (client -> gateway namespace forwarding -> intranet), then connects the
 real client through the real gateway and measures the same things again:
 
-* TCP throughput, 1 and 4 streams, each way (iperf3);
+* TCP throughput, 1 and 4 streams, each way (iperf3; the median of ``--repeat`` runs,
+  since one short run through the tunnel can land far from the others);
 * connect + request + close latency of short HTTP connections (median, p99);
 * short-connection requests per second (wrk with ``Connection: close``
   against nginx; the median of ``--repeat`` runs), with 16 and with 64 connections at once (the direct path
@@ -109,8 +110,10 @@ def measure(lab, args, script: pathlib.Path, pids: dict[str, int] | None = None)
     connection is measured during the requests-per-second run."""
     res = {}
     for streams in (1, 4):
-        res[f"tcp_up_{streams}"] = iperf(lab, args.seconds, streams, reverse=False)
-        res[f"tcp_down_{streams}"] = iperf(lab, args.seconds, streams, reverse=True)
+        for way, reverse in (("up", False), ("down", True)):
+            runs = [iperf(lab, args.seconds, streams, reverse) for _ in range(args.repeat)]
+            res[f"tcp_{way}_{streams}"] = statistics.median(runs)
+            res[f"tcp_{way}_{streams}_runs"] = runs
     res["udp_mbps"], res["udp_loss_pct"] = iperf_udp(lab, args.seconds, args.udp_rate)
     res["latency_p50_ms"], res["latency_p99_ms"] = latency(lab, script, args.requests)
     before = {name: cpu_seconds(pid) for name, pid in (pids or {}).items()}
@@ -123,6 +126,14 @@ def measure(lab, args, script: pathlib.Path, pids: dict[str, int] | None = None)
     res["rps_many"] = statistics.median(
         [rps(lab, args.seconds, args.many_connections) for _ in range(args.repeat)])
     return res
+
+
+def tunnel_diagnosis(tunnel: Tunnel, client) -> str:
+    """The last words of the gateway, its audit log and the client, for a failed run."""
+    def tail(text: str, lines: int = 12) -> str:
+        return "\n".join("    " + line for line in text.splitlines()[-lines:])
+    return (f"gateway log:\n{tail(tunnel.gateway_log())}\naudit log:\n{tail(tunnel.audit())}\n"
+            f"client:\n{tail(client.output())}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -193,6 +204,11 @@ def report(direct: dict, tunnels: dict[int, dict], rss: dict[int, float], args) 
         lines.append(line)
     lines.append(f"{'client peak RSS (MiB)':32} {'':10}" + "".join(
         f" {rss[m]:16.1f} {'':7}" for m in names))
+    for way in ("up", "down"):
+        runs = " | ".join(f"{name} " + " ".join(f"{v:.2f}" for v in figures.get(f"tcp_{way}_1_runs", []))
+                          for name, figures in [("direct", direct)] +
+                          [(f"mtu {m}", tunnels[m]) for m in names])
+        lines.append(f"TCP 1 stream {way}, each run (Gbit/s): {runs}")
     return "\n".join(lines)
 
 
@@ -205,8 +221,8 @@ def main() -> int:
     parser.add_argument("--many-connections", type=int, default=64,
                         help="wrk connections for a second short connections/s run")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="wrk runs per short-connection figure; the median is reported "
-                             "(single runs move by 20 %% on a shared machine)")
+                        help="runs per throughput and short-connection figure; the median is "
+                             "reported (single runs move by 20 %% or more on a shared machine)")
     parser.add_argument("--udp-rate", default="300M", help="offered UDP rate for iperf3 -u -b")
     parser.add_argument("--mtu", type=int, default=65000, help="TUN MTU pushed by the gateway")
     parser.add_argument("--compare-mtu", type=int, action="append", default=[],
@@ -231,8 +247,12 @@ def main() -> int:
             tunnel = Tunnel(lab=lab, workdir=work / f"mtu{mtu}", port=port)
             tunnel.start_gateway(extra_server=f"mtu = {mtu}")
             client = tunnel.connect()
-            tunnels[mtu] = measure(lab, args, script, {"client": client.proc.pid,
-                                                       "gateway": tunnel.gateway_proc.pid})
+            try:
+                tunnels[mtu] = measure(lab, args, script, {"client": client.proc.pid,
+                                                           "gateway": tunnel.gateway_proc.pid})
+            except (RuntimeError, KeyError, ValueError):
+                print(tunnel_diagnosis(tunnel, client), file=sys.stderr)
+                raise
             rss[mtu] = peak_rss_mib(client.proc.pid)
             client.stop()
             tunnel.stop_gateway()
